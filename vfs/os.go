@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"sync/atomic"
 )
 
 // OS is the operating system's filesystem.
@@ -55,9 +56,31 @@ func (OS) SyncDir(dir string) error {
 type osFile struct {
 	*os.File
 	locked bool
+	closed atomic.Bool
 }
 
-func (f *osFile) Datasync() error { return datasync(f.File) }
+// check returns fs.ErrClosed if f was closed and otherwise err, either named
+// by op and the path like os errors. ErrLocked is returned as is.
+func (f *osFile) check(op string, err error) error {
+	if f.closed.Load() {
+		err = fs.ErrClosed
+	}
+	if err == nil || err == ErrLocked {
+		return err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &fs.PathError{Op: op, Path: f.Name(), Err: err}
+}
+
+func (f *osFile) Datasync() error {
+	if err := f.check("sync", nil); err != nil {
+		return err
+	}
+	return f.check("sync", datasync(f.File))
+}
 
 func (f *osFile) Preallocate(size int64) error {
 	fi, err := f.File.Stat()
@@ -67,19 +90,17 @@ func (f *osFile) Preallocate(size int64) error {
 	if fi.Size() >= size {
 		return nil
 	}
-	return preallocate(f.File, size)
+	return f.check("fallocate", preallocate(f.File, size))
 }
 
-func (f *osFile) TryLock() error {
-	if err := lockFile(f.File, false); err != nil {
+func (f *osFile) TryLock() error { return f.lock(false) }
+func (f *osFile) Lock() error    { return f.lock(true) }
+
+func (f *osFile) lock(wait bool) error {
+	if err := f.check("lock", nil); err != nil {
 		return err
 	}
-	f.locked = true
-	return nil
-}
-
-func (f *osFile) Lock() error {
-	if err := lockFile(f.File, true); err != nil {
+	if err := f.check("lock", lockFile(f.File, wait)); err != nil {
 		return err
 	}
 	f.locked = true
@@ -87,15 +108,16 @@ func (f *osFile) Lock() error {
 }
 
 func (f *osFile) Unlock() error {
-	if !f.locked {
-		return nil
+	if err := f.check("unlock", nil); err != nil || !f.locked {
+		return err
 	}
 	f.locked = false
-	return unlockFile(f.File)
+	return f.check("unlock", unlockFile(f.File))
 }
 
 // Close releases the lock with the descriptor, as the kernel does.
 func (f *osFile) Close() error {
 	f.locked = false
+	f.closed.Store(true)
 	return f.File.Close()
 }
