@@ -41,7 +41,10 @@ func (m *MemFS) Crash(seed int64) *MemFS {
 //     bytes differ from the durable ones or lie past the durable length
 //     survives with probability KeepProb. The length is the durable length,
 //     or the end of the last surviving sector (capped at the current length)
-//     if greater; gaps read as the durable bytes or zeros. Truncate and
+//     if greater; gaps read as the durable bytes or zeros. A sector is
+//     compared and kept whole, zero-padded: where an unsynced truncate left
+//     the current end inside a surviving sector, the rest of the sector
+//     (up to the durable length) reads as zeros. Truncate and
 //     Preallocate are unsynced changes like writes: a crash never shrinks a
 //     file below its durable length.
 //   - Oddities of the strict model: a file durably entered in two
@@ -103,10 +106,12 @@ func (c *crasher) file(n *node) *node {
 	data := bytes.Clone(n.data)
 	if c.crashable {
 		data = bytes.Clone(n.durable)
+		var cur, old [SectorSize]byte
 		for off := 0; off < len(n.data); off += SectorSize {
+			sector(&cur, n.data, off)
+			sector(&old, n.durable, off)
 			end := min(off+SectorSize, len(n.data))
-			cur := n.data[off:end]
-			if end <= len(n.durable) && bytes.Equal(cur, n.durable[off:end]) {
+			if end <= len(n.durable) && cur == old {
 				continue
 			}
 			if c.rng.Float64() >= c.keep {
@@ -115,7 +120,7 @@ func (c *crasher) file(n *node) *node {
 			if len(data) < end {
 				data = resize(data, int64(end))
 			}
-			copy(data[off:], cur)
+			copy(data[off:], cur[:])
 		}
 	}
 	f := &node{mode: n.mode, data: data}
@@ -124,4 +129,13 @@ func (c *crasher) file(n *node) *node {
 	}
 	c.files[n] = f
 	return f
+}
+
+// sector copies the sector of b at off into dst, zero past the end of b.
+func sector(dst *[SectorSize]byte, b []byte, off int) {
+	n := 0
+	if off < len(b) {
+		n = copy(dst[:], b[off:])
+	}
+	clear(dst[n:])
 }
