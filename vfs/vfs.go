@@ -6,11 +6,12 @@
 //   - OS: the real filesystem, with etcd-compatible file locks (Linux
 //     open-file-description locks, flock elsewhere) so that etckit never
 //     writes a WAL that a running etcd holds, and the reverse.
-//   - NewMem: an in-memory filesystem for fast, hermetic tests.
+//   - NewMem: an in-memory filesystem for fast, hermetic tests (a *MemFS
+//     that never loses anything).
 //   - NewCrashable: an in-memory filesystem that can be "crashed": a crash
 //     keeps what was synced (file data by File.Sync/Datasync, directory
 //     entries by FS.SyncDir) plus a seeded random subset of the unsynced
-//     512-byte sectors.
+//     512-byte sectors. MemFS.CrashWith documents the exact model.
 //   - NewErrorFS: a wrapper that fails the Nth operation of a kind (write,
 //     sync, rename, create, ...), optionally only for matching paths.
 //
