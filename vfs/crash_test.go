@@ -298,3 +298,21 @@ func TestCrashKeepExtremes(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashDirectoryCycle: durable entries can form a cycle (a directory
+// moved under its own durable child); the crash must still terminate.
+func TestCrashDirectoryCycle(t *testing.T) {
+	m := NewCrashable()
+	m.MkdirAll("/a/b", 0o755)
+	mustSyncDir(t, m, "/", "/a")
+	if err := m.Rename("/a/b", "/b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rename("/a", "/b/a"); err != nil {
+		t.Fatal(err)
+	}
+	mustSyncDir(t, m, "/b") // durable: / -> a -> b -> a
+	if got, want := treeOf(t, m.Crash(1)), "a/\na/b/"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

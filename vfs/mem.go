@@ -553,7 +553,7 @@ func (f *memFile) Truncate(size int64) error {
 }
 
 func (f *memFile) Preallocate(size int64) error {
-	if err := f.begin("stat"); err != nil {
+	if err := f.begin("stat"); err != nil { // as OS, which stats first
 		return err
 	}
 	defer f.fs.mu.Unlock()
