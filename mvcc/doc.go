@@ -1,0 +1,56 @@
+// Package mvcc reads and writes etcd's multi-version key-value store: the
+// bbolt file member/snap/db, byte for byte as etcd v3.5/v3.6 lay it out,
+// with the in-memory key index, the KV operations (Range, Put, DeleteRange,
+// Txn, Compact), HashKV and leases.
+//
+// # Bucket layout (wire format: never change)
+//
+// The db is a bbolt file. etcd's buckets, in bbolt's byte order:
+//
+//	bucket            key                              value
+//	----------------  -------------------------------  ------------------------------
+//	alarm             marshalled etcdserverpb.AlarmMember  empty
+//	auth              "authEnabled" | "authRevision"   0x00/0x01 | uint64 BE
+//	authRoles         role name                        authpb.Role
+//	authUsers         user name                        authpb.User
+//	cluster           "clusterVersion" | "downgrade"   semver text | JSON
+//	key               revision key (below)             mvccpb.KeyValue
+//	lease             lease ID, int64 BE (8 bytes)     leasepb.Lease {ID=1,TTL=2,RemainingTTL=3}
+//	members           member ID, lower-case hex        member JSON
+//	members_removed   member ID, lower-case hex        "removed"
+//	meta              "consistent_index"               uint64 BE
+//	                  "term"                           uint64 BE
+//	                  "confState"                      raftpb.ConfState JSON
+//	                  "scheduledCompactRev"            revision key of (rev, 0)
+//	                  "finishedCompactRev"             revision key of (rev, 0)
+//	                  "storageVersion"                 "3.6.0"
+//
+// # Revision keys of the key bucket (wire format: never change)
+//
+//	 0                   8   9                  17   18
+//	+-------------------+---+-------------------+----+
+//	| main, int64 BE    |'_'| sub, int64 BE     |'t' |   't' only on a tombstone
+//	+-------------------+---+-------------------+----+
+//
+// A put is stored under the 17-byte key with its mvccpb.KeyValue{key,
+// create_revision, mod_revision, version, value, lease} as value; a delete
+// is an 18-byte tombstone whose value is a KeyValue with only key set. Byte
+// order of the keys is (main, sub) order. The first write of a fresh store
+// gets main revision 2; every write transaction that changes something uses
+// main = current+1 and numbers its changes sub = 0, 1, 2, ...
+//
+// # Key index
+//
+// In memory, every user key has a keyIndex: its retained revisions in order,
+// tombstones flagged, forming generations (a generation ends with a
+// tombstone). The index is rebuilt at Open by one streaming pass over the key
+// bucket that decodes only key, create_revision, version and lease.
+//
+// # Errors
+//
+// Nothing here panics on bad data: a value that does not decode, a key of the
+// wrong length or a negative revision yields a *corrupt.Error naming the db
+// file, the bucket and the key. Request errors carry etcd's exact messages
+// (ErrCompacted, ErrFutureRev, ErrEmptyKey, ErrTooManyOps, ErrDuplicateKey,
+// ErrLeaseNotFound, ...).
+package mvcc
