@@ -224,4 +224,3 @@ func TestFixtureSmallSnapshotSave(t *testing.T) {
 	}
 	checkGet(t, "latest", resp, loadGet(t, "etcd-3.6.16/small/get-prefix.json"), false)
 }
-
