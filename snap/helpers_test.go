@@ -3,6 +3,7 @@ package snap
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -27,6 +28,9 @@ var fixtureSnapNames = []string{
 }
 
 const (
+	// copiesDir must not be named like the fixture folder: fixture.Root
+	// looks for the nearest testdata/etcd-3.6.16 upwards.
+	copiesDir        = "etcd-3.6.16-copies"
 	restoredSnapName = "0000000000000001-0000000000000001.snap"
 	fixtureMemberID  = 0x2e1259d415f2a040
 )
@@ -65,14 +69,31 @@ func readTarFiles(tb testing.TB, tarball string, keep func(string) bool) map[str
 	}
 }
 
-// fixtureSnaps returns the six .snap files of snapshot.tar.gz by base name,
-// checked against snapshot.sha256.txt.
+// fixtureSnaps returns the six .snap files of snapshot.tar.gz by base name.
+// They are read from byte-identical copies in snap/testdata/etcd-3.6.16-copies
+// (small, and cheap to load in every fuzz worker), checked against the
+// digests in testdata/etcd-3.6.16/snapshot/snapshot.sha256.txt;
+// TestFixtureCopiesMatchTarballs compares them with the tarballs.
 func fixtureSnaps(tb testing.TB) map[string][]byte {
 	tb.Helper()
-	files := readTarFiles(tb, "etcd-3.6.16/snapshot.tar.gz", func(n string) bool {
-		return strings.HasPrefix(n, "snapshot/member/snap/") && strings.HasSuffix(n, ".snap")
-	})
-	sums, err := os.ReadFile(fixture.Path(tb, "etcd-3.6.16/snapshot/snapshot.sha256.txt"))
+	want := sha256List(tb, "etcd-3.6.16/snapshot/snapshot.sha256.txt")
+	out := map[string][]byte{}
+	for _, name := range fixtureSnapNames {
+		out[name] = readCopy(tb, name, want[name])
+	}
+	return out
+}
+
+// restoredSnap returns the .snap file etcdutl restore wrote.
+func restoredSnap(tb testing.TB) []byte {
+	tb.Helper()
+	want := sha256List(tb, "etcd-3.6.16/snapshot-db/restored.sha256.txt")
+	return readCopy(tb, restoredSnapName, want[restoredSnapName])
+}
+
+func sha256List(tb testing.TB, rel string) map[string]string {
+	tb.Helper()
+	sums, err := os.ReadFile(fixture.Path(tb, rel))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -82,30 +103,18 @@ func fixtureSnaps(tb testing.TB) map[string][]byte {
 			want[filepath.Base(fs[1])] = fs[0]
 		}
 	}
-	out := map[string][]byte{}
-	for n, b := range files {
-		base := filepath.Base(n)
-		sum := sha256.Sum256(b)
-		if hex.EncodeToString(sum[:]) != want[base] {
-			tb.Fatalf("fixture %s: sha256 does not match snapshot.sha256.txt", base)
-		}
-		out[base] = b
-	}
-	if len(out) != len(fixtureSnapNames) {
-		tb.Fatalf("fixture: %d .snap files, want %d", len(out), len(fixtureSnapNames))
-	}
-	return out
+	return want
 }
 
-// restoredSnap returns the .snap file etcdutl restore wrote.
-func restoredSnap(tb testing.TB) []byte {
+func readCopy(tb testing.TB, name, wantSum string) []byte {
 	tb.Helper()
-	files := readTarFiles(tb, "etcd-3.6.16/snapshot-restored.tar.gz", func(n string) bool {
-		return n == "restored/member/snap/"+restoredSnapName
-	})
-	b, ok := files["restored/member/snap/"+restoredSnapName]
-	if !ok {
-		tb.Fatal("fixture: restored .snap missing")
+	b, err := os.ReadFile(filepath.Join("testdata", copiesDir, name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	if hex.EncodeToString(sum[:]) != wantSum {
+		tb.Fatalf("snap/testdata/%s/%s: sha256 does not match the fixture's list", copiesDir, name)
 	}
 	return b
 }
@@ -158,5 +167,25 @@ func requireSameDigest(tb testing.TB, before, after map[string]string) {
 	sort.Strings(diffs)
 	if len(diffs) > 0 {
 		tb.Fatalf("directory changed: %v", diffs)
+	}
+}
+
+// The copies in snap/testdata are the files in the fixture tarballs.
+func TestFixtureCopiesMatchTarballs(t *testing.T) {
+	copies := fixtureSnaps(t)
+	copies[restoredSnapName] = restoredSnap(t)
+	got := map[string][]byte{}
+	for _, tb := range []string{"etcd-3.6.16/snapshot.tar.gz", "etcd-3.6.16/snapshot-restored.tar.gz"} {
+		for n, b := range readTarFiles(t, tb, func(n string) bool { return strings.HasSuffix(n, ".snap") }) {
+			got[filepath.Base(n)] = b
+		}
+	}
+	if len(got) != len(copies) {
+		t.Fatalf("tarballs hold %d .snap files, copies %d", len(got), len(copies))
+	}
+	for n, b := range copies {
+		if !bytes.Equal(got[n], b) {
+			t.Errorf("%s differs from the tarball", n)
+		}
 	}
 }
