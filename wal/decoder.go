@@ -49,7 +49,12 @@ type decoder struct {
 }
 
 func newDecoder(segs []*segReader) *decoder {
-	d := &decoder{segs: segs, br: bufio.NewReaderSize(nil, readBufferBytes)}
+	// Small segments (tests, tools reading fragments) get a small buffer.
+	size := int64(4096)
+	for _, s := range segs {
+		size = max(size, s.size)
+	}
+	d := &decoder{segs: segs, br: bufio.NewReaderSize(nil, int(min(size, readBufferBytes)))}
 	if len(segs) > 0 {
 		d.br.Reset(segs[0].f)
 	}
