@@ -3,7 +3,7 @@
 //
 //   - v2 raft snapshot files, %016x-%016x.snap (term, index);
 //   - the v2 store JSON inside them, which carries the cluster membership
-//     under /0 (V2Membership, EncodeV2Membership, DecodeV2Store);
+//     under /0 (Membership, EncodeV2Membership, DecodeV2Store);
 //   - db snapshot files: %016x.snap.db received from a leader, and the
 //     files `etcdctl snapshot save` writes (bbolt image + SHA-256 trailer).
 //

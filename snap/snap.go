@@ -352,7 +352,9 @@ func List(fsys vfs.FS, dir string) ([]Point, error) {
 // of valid (the WAL's valid snapshot records), trying files newest first.
 // Files that fail to load are skipped and their errors (each naming the
 // file) returned in skipped; nothing in dir is changed — the caller decides
-// whether to Quarantine them. It returns ErrNoSnapshot when none fits.
+// whether to Quarantine them: those matching corrupt.ErrCorrupt are
+// damaged, others are I/O errors (etcd renames both). It returns
+// ErrNoSnapshot when none fits.
 func LoadNewest(fsys vfs.FS, dir string, valid []Point) (s *raftpb.Snapshot, p Point, skipped []error, err error) {
 	set := make(map[Point]bool, len(valid))
 	for _, v := range valid {
