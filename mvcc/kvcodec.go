@@ -86,6 +86,9 @@ func decodeKV(b []byte, f *kvFields) error {
 		if n < 0 {
 			return fmt.Errorf("mvccpb.KeyValue: %w", protowire.ParseError(n))
 		}
+		if !num.IsValid() {
+			return fmt.Errorf("mvccpb.KeyValue: invalid field number %d", num)
+		}
 		b = b[n:]
 		switch {
 		case typ == protowire.BytesType && (num == 1 || num == 5):

@@ -43,6 +43,9 @@ func UnmarshalLeaseRecord(b []byte) (LeaseRecord, error) {
 		if n < 0 {
 			return l, fmt.Errorf("leasepb.Lease: %w", protowire.ParseError(n))
 		}
+		if !num.IsValid() {
+			return l, fmt.Errorf("leasepb.Lease: invalid field number %d", num)
+		}
 		b = b[n:]
 		if typ == protowire.VarintType && num >= 1 && num <= 3 {
 			v, m := protowire.ConsumeVarint(b)
