@@ -114,21 +114,31 @@ func (e *encoder) encode(t RecordType, data []byte) error {
 // encodeEntry writes an entry record, marshalling the entry in place after
 // room for the record header, so the common case copies the data once.
 func (e *encoder) encodeEntry(ent *raftpb.Entry) error {
-	es := entrySize(ent)
-	size := recordHeaderMax + es + 8
-	var b []byte
-	if size <= len(e.scratch) {
-		b = e.scratch[:size]
-	} else {
+	b := e.scratch
+	if size := recordHeaderMax + entrySize(ent) + 8; size > len(b) {
 		b = make([]byte, size)
 	}
 	body := appendEntry(b[recordHeaderMax:recordHeaderMax], ent)
+	return e.frameInPlace(b, EntryType, recordHeaderMax+len(body))
+}
+
+// encodeState writes a state record.
+func (e *encoder) encodeState(s hardState) error {
+	body := s.appendTo(e.scratch[recordHeaderMax:recordHeaderMax])
+	return e.frameInPlace(e.scratch, StateType, recordHeaderMax+len(body))
+}
+
+// frameInPlace frames the record whose data is already in
+// b[recordHeaderMax:end]: the header is written just before the data, and
+// b has room for the padding after it.
+func (e *encoder) frameInPlace(b []byte, t RecordType, end int) error {
+	body := b[recordHeaderMax:end]
 	e.crc = crc32.Update(e.crc, crcTable, body)
 	var hdr [recordHeaderMax]byte
-	h := appendRecordHeader(hdr[:0], EntryType, e.crc, true, len(body))
+	h := appendRecordHeader(hdr[:0], t, e.crc, true, len(body))
 	start := recordHeaderMax - len(h)
 	copy(b[start:], h)
-	return e.writeFrame(b[start : recordHeaderMax+len(body)])
+	return e.writeFrame(b[start:end])
 }
 
 // writeFrame writes the length word and the padded record as two writes,

@@ -13,11 +13,10 @@ import (
 // filePipeline does: <dir>/0.tmp and 1.tmp alternately, locked and
 // preallocated, so a cut does not wait for the allocation.
 type pipeline struct {
-	fs       vfs.FS
-	dir      string
-	size     int64
-	zeroFill bool
-	count    int
+	fs    vfs.FS
+	dir   string
+	size  int64
+	count int
 
 	filec chan tmpSegment
 	errc  chan error
@@ -31,13 +30,12 @@ type tmpSegment struct {
 
 func newPipeline(w *WAL) *pipeline {
 	p := &pipeline{
-		fs:       w.fs,
-		dir:      w.dir,
-		size:     w.opts.SegmentSize,
-		zeroFill: w.opts.ZeroFill,
-		filec:    make(chan tmpSegment),
-		errc:     make(chan error, 1),
-		donec:    make(chan struct{}),
+		fs:    w.fs,
+		dir:   w.dir,
+		size:  w.opts.SegmentSize,
+		filec: make(chan tmpSegment),
+		errc:  make(chan error, 1),
+		donec: make(chan struct{}),
 	}
 	go p.run()
 	return p
@@ -79,33 +77,11 @@ func (p *pipeline) alloc() (tmpSegment, error) {
 	if err := f.Truncate(0); err != nil {
 		return fail(fmt.Errorf("wal: truncate %s: %w", path, err))
 	}
-	if p.zeroFill {
-		err = fillZeros(f, p.size)
-	} else {
-		err = f.Preallocate(p.size)
-	}
-	if err != nil {
+	if err := f.Preallocate(p.size); err != nil {
 		return fail(fmt.Errorf("wal: preallocate %s: %w", path, err))
 	}
 	p.count++
 	return tmpSegment{path: path, f: f}, nil
-}
-
-// fillZeros writes size zero bytes from offset 0, syncs them and seeks back.
-func fillZeros(f vfs.File, size int64) error {
-	zeros := make([]byte, 1<<20)
-	for off := int64(0); off < size; {
-		n := min(int64(len(zeros)), size-off)
-		if _, err := f.Write(zeros[:n]); err != nil {
-			return err
-		}
-		off += n
-	}
-	if err := f.Datasync(); err != nil {
-		return err
-	}
-	_, err := f.Seek(0, 0)
-	return err
 }
 
 func (p *pipeline) run() {

@@ -274,24 +274,6 @@ func UnmarshalEntry(b []byte) (*raftpb.Entry, error) {
 	return e, nil
 }
 
-// appendHardState appends raftpb.HardState: term(1), vote(2), commit(3),
-// each when set (etcd 3.7 presence rules).
-func appendHardState(b []byte, s *raftpb.HardState) []byte {
-	if s.Term != nil {
-		b = protowire.AppendTag(b, 1, protowire.VarintType)
-		b = protowire.AppendVarint(b, *s.Term)
-	}
-	if s.Vote != nil {
-		b = protowire.AppendTag(b, 2, protowire.VarintType)
-		b = protowire.AppendVarint(b, *s.Vote)
-	}
-	if s.Commit != nil {
-		b = protowire.AppendTag(b, 3, protowire.VarintType)
-		b = protowire.AppendVarint(b, *s.Commit)
-	}
-	return b
-}
-
 // UnmarshalHardState decodes a raftpb.HardState.
 func UnmarshalHardState(b []byte) (*raftpb.HardState, error) {
 	s := &raftpb.HardState{}

@@ -12,6 +12,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/etckit/etckit/corrupt"
 	"github.com/etckit/etckit/vfs"
@@ -49,11 +50,6 @@ type Options struct {
 	// NoSync skips fdatasync (unsafe; for tests and benchmarks, like
 	// etcd's --unsafe-no-fsync).
 	NoSync bool
-	// ZeroFill makes the background pipeline write zeros over each new
-	// segment (and sync them) instead of reserving it with fallocate. The
-	// file's bytes are the same; appends then overwrite initialized blocks,
-	// so each fdatasync has no extent metadata to commit. See BENCHMARKS.md.
-	ZeroFill bool
 }
 
 func (o Options) withDefaults() Options {
@@ -83,9 +79,9 @@ type WAL struct {
 	dir  string
 
 	metadata []byte
-	state    *raftpb.HardState // last non-empty state saved or read
-	start    Snapshot          // the snapshot ReadAll starts after
-	enti     uint64            // index of the last entry saved
+	state    hardState // last non-empty state saved or read
+	start    Snapshot  // the snapshot ReadAll starts after
+	enti     uint64    // index of the last entry saved
 
 	// reading
 	dec     *decoder
@@ -331,7 +327,7 @@ func (w *WAL) ReadAll() (metadata []byte, state *raftpb.HardState, ents []*raftp
 	w.readers, w.dec = nil, nil
 	w.metadata = metadata
 	if !raft.IsEmptyHardState(state) {
-		w.state = cloneHardState(state)
+		w.state = makeHardState(state)
 	}
 	w.start = Snapshot{}
 	if !match {
@@ -366,18 +362,38 @@ func (w *WAL) startAppending() error {
 	return nil
 }
 
-func cloneHardState(s *raftpb.HardState) *raftpb.HardState {
-	c := &raftpb.HardState{}
-	if s.Term != nil {
-		c.Term = new(*s.Term)
+// hardState is a raftpb.HardState held by value, with field presence, so
+// that remembering the last state costs no allocation per Save.
+type hardState struct {
+	term, vote, commit          uint64
+	hasTerm, hasVote, hasCommit bool
+}
+
+func makeHardState(s *raftpb.HardState) hardState {
+	return hardState{
+		term: s.GetTerm(), vote: s.GetVote(), commit: s.GetCommit(),
+		hasTerm: s.Term != nil, hasVote: s.Vote != nil, hasCommit: s.Commit != nil,
 	}
-	if s.Vote != nil {
-		c.Vote = new(*s.Vote)
+}
+
+func (h hardState) empty() bool { return h.term == 0 && h.vote == 0 && h.commit == 0 }
+
+// appendTo encodes raftpb.HardState: term(1), vote(2), commit(3), each
+// when set (etcd 3.7's presence rules).
+func (h hardState) appendTo(b []byte) []byte {
+	if h.hasTerm {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, h.term)
 	}
-	if s.Commit != nil {
-		c.Commit = new(*s.Commit)
+	if h.hasVote {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, h.vote)
 	}
-	return c
+	if h.hasCommit {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, h.commit)
+	}
+	return b
 }
 
 func (w *WAL) tail() *segment {
@@ -410,19 +426,18 @@ func (w *WAL) Save(st *raftpb.HardState, ents []*raftpb.Entry) error {
 	if err := w.writable(); err != nil {
 		return err
 	}
-	prev := w.state
-	if prev == nil {
-		prev = &raftpb.HardState{}
-	}
-	mustSync := raft.MustSync(st, prev, len(ents))
+	// raft.MustSync: new entries, or a changed term or vote.
+	mustSync := len(ents) != 0 || st.GetVote() != w.state.vote || st.GetTerm() != w.state.term
 	for _, e := range ents {
 		if err := w.enc.encodeEntry(e); err != nil {
 			return err
 		}
 		w.enti = e.GetIndex()
 	}
-	if err := w.saveState(st); err != nil {
-		return err
+	if !raft.IsEmptyHardState(st) {
+		if err := w.saveState(makeHardState(st)); err != nil {
+			return err
+		}
 	}
 	if w.tailOff+w.enc.pw.written < w.opts.SegmentSize {
 		if mustSync {
@@ -433,13 +448,9 @@ func (w *WAL) Save(st *raftpb.HardState, ents []*raftpb.Entry) error {
 	return w.cut()
 }
 
-func (w *WAL) saveState(s *raftpb.HardState) error {
-	if raft.IsEmptyHardState(s) {
-		return nil
-	}
-	w.state = cloneHardState(s)
-	var buf [3 * 11]byte
-	return w.enc.encode(StateType, appendHardState(buf[:0], s))
+func (w *WAL) saveState(s hardState) error {
+	w.state = s
+	return w.enc.encodeState(s)
 }
 
 // SaveSnapshot appends a snapshot record and syncs. A snapshot with index >
@@ -521,7 +532,7 @@ func (w *WAL) cut() error {
 	if err := w.enc.encode(MetadataType, w.metadata); err != nil {
 		return err
 	}
-	if w.state != nil {
+	if !w.state.empty() {
 		if err := w.saveState(w.state); err != nil {
 			return err
 		}
