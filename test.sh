@@ -22,7 +22,7 @@ if [ "$fuzztime" != "0" ]; then
   for pt in $(grep -rhoE --include='*_test.go' '^func (Fuzz[A-Za-z0-9_]+)' --with-filename . \
       | grep -v '^./interop/' | sed -E 's#^\./(.*)/[^/]+_test\.go:func (Fuzz.*)#\1:\2#' | sort -u); do
     pkg="${pt%%:*}"; target="${pt##*:}"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "./$pkg"
+    go test -run "^$" -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 5s "./$pkg"
   done
 fi
 echo "== all tests passed"

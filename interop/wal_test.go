@@ -115,9 +115,11 @@ type etckitDriver struct {
 	w    *wal.WAL
 }
 
-func (d *etckitDriver) save(st *raftpb.HardState, ents []*raftpb.Entry) error { return d.w.Save(st, ents) }
-func (d *etckitDriver) saveSnapshot(s wal.Snapshot) error                     { return d.w.SaveSnapshot(s) }
-func (d *etckitDriver) close() error                                         { return d.w.Close() }
+func (d *etckitDriver) save(st *raftpb.HardState, ents []*raftpb.Entry) error {
+	return d.w.Save(st, ents)
+}
+func (d *etckitDriver) saveSnapshot(s wal.Snapshot) error { return d.w.SaveSnapshot(s) }
+func (d *etckitDriver) close() error                      { return d.w.Close() }
 func (d *etckitDriver) reopen(s wal.Snapshot) error {
 	if err := d.w.Close(); err != nil {
 		return err
@@ -138,9 +140,11 @@ type etcdDriver struct {
 	w   *etcdwal.WAL
 }
 
-func (d *etcdDriver) save(st *raftpb.HardState, ents []*raftpb.Entry) error { return d.w.Save(st, ents) }
-func (d *etcdDriver) saveSnapshot(s wal.Snapshot) error                     { return d.w.SaveSnapshot(toWalpb(s)) }
-func (d *etcdDriver) close() error                                         { return d.w.Close() }
+func (d *etcdDriver) save(st *raftpb.HardState, ents []*raftpb.Entry) error {
+	return d.w.Save(st, ents)
+}
+func (d *etcdDriver) saveSnapshot(s wal.Snapshot) error { return d.w.SaveSnapshot(toWalpb(s)) }
+func (d *etcdDriver) close() error                      { return d.w.Close() }
 func (d *etcdDriver) reopen(s wal.Snapshot) error {
 	if err := d.w.Close(); err != nil {
 		return err

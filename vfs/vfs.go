@@ -79,9 +79,6 @@ type FS interface {
 	SyncDir(dir string) error
 }
 
-// Default is the filesystem of the operating system.
-var Default FS = OS{}
-
 // Exists reports whether name exists (any error other than "not exist" is
 // reported as existing, so callers do not overwrite what they cannot see).
 func Exists(fsys FS, name string) bool {

@@ -9,7 +9,7 @@ import (
 
 // ScanOptions selects what a Scanner reads.
 type ScanOptions struct {
-	FS vfs.FS // default vfs.Default
+	FS vfs.FS // default vfs.OS{}
 	// FromIndex, when non-zero, starts at the segment that Open would start
 	// at for a snapshot at this raft index; zero reads every segment.
 	FromIndex uint64
@@ -38,7 +38,7 @@ type Scanner struct {
 func NewScanner(dir string, opts ScanOptions) (*Scanner, error) {
 	fsys := opts.FS
 	if fsys == nil {
-		fsys = vfs.Default
+		fsys = vfs.OS{}
 	}
 	var names []string
 	var err error

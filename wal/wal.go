@@ -43,7 +43,7 @@ const (
 // Options configures a WAL. The zero value is etcd's configuration on the
 // operating system's filesystem.
 type Options struct {
-	FS vfs.FS // default vfs.Default
+	FS vfs.FS // default vfs.OS{}
 	// SegmentSize is the preallocated size of a segment and the threshold
 	// at which Save cuts a new one. Default DefaultSegmentSize.
 	SegmentSize int64
@@ -54,7 +54,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.FS == nil {
-		o.FS = vfs.Default
+		o.FS = vfs.OS{}
 	}
 	if o.SegmentSize <= 0 {
 		o.SegmentSize = DefaultSegmentSize
