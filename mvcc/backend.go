@@ -153,6 +153,7 @@ func OpenBackend(path string, opts BackendOptions) (*Backend, error) {
 		FreelistType:   bolt.FreelistMapType,
 		ReadOnly:       opts.ReadOnly,
 		NoSync:         opts.NoSync,
+		MmapFlags:      boltMmapFlags,
 	}
 	if opts.InitialMmapSize > 0 {
 		bo.InitialMmapSize = int(opts.InitialMmapSize)

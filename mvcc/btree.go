@@ -114,7 +114,7 @@ func (n *btNode) ascend(from string, fn func(ki *keyIndex) bool) bool {
 		if n.children != nil && !n.children[i].ascend(from, fn) {
 			return false
 		}
-		if ki := &n.items[i]; len(ki.revs) > 0 && !fn(ki) {
+		if ki := &n.items[i]; len(ki.h) > 0 && !fn(ki) {
 			return false
 		}
 	}

@@ -25,64 +25,65 @@ func mkirev(rv Revision, tomb bool) irev {
 // order, tombstones flagged. A generation is a run of revisions ending with a
 // tombstone (or the open run at the end). Only the first generation can have
 // lost revisions to compaction or be only partly visible at restore, so its
-// create revision and the number of versions before revs[0] are kept
-// explicitly; every later generation starts with its own create revision.
+// create revision and the number of its versions before the first retained
+// revision are kept explicitly; every later generation starts with its own
+// create revision.
 //
-// An empty revs means the key has no history (it is dropped on the next index
+// To keep the per-key footprint small, those two numbers live in h[0] (main =
+// create revision, sub = versions dropped) and the revisions in h[1:]. An
+// empty h means the key has no history (it is dropped on the next index
 // rebuild).
 type keyIndex struct {
-	key      string
-	revs     []irev
-	created0 int64 // create revision of the first generation
-	verBase0 int64 // versions of the first generation before revs[0]
+	key string
+	h   []irev
 }
 
-func (ki *keyIndex) empty() bool { return len(ki.revs) == 0 }
+func (ki *keyIndex) empty() bool { return len(ki.h) == 0 }
 
-// lastGenOpen reports whether the last generation has revisions (the key is
-// live at the latest revision).
-func (ki *keyIndex) live() bool {
-	return len(ki.revs) > 0 && !ki.revs[len(ki.revs)-1].tomb()
-}
-
-// genStart returns the index of the first revision of the generation that
-// holds revs[n].
-func (ki *keyIndex) genStart(n int) int {
-	for i := n - 1; i >= 0; i-- {
-		if ki.revs[i].tomb() {
-			return i + 1
-		}
+func (ki *keyIndex) revs() []irev {
+	if len(ki.h) == 0 {
+		return nil
 	}
-	return 0
+	return ki.h[1:]
+}
+
+// live reports whether the key exists at the latest revision.
+func (ki *keyIndex) live() bool {
+	return len(ki.h) > 1 && !ki.h[len(ki.h)-1].tomb()
 }
 
 // get returns the revision of the key visible at atRev with its create
 // revision and version, like etcd's keyIndex.get.
 func (ki *keyIndex) get(atRev int64) (mod Revision, created, ver int64, ok bool) {
-	n := len(ki.revs) - 1
-	for n >= 0 && ki.revs[n].main > atRev {
+	revs := ki.revs()
+	n := len(revs) - 1
+	for n >= 0 && revs[n].main > atRev {
 		n--
 	}
-	if n < 0 || ki.revs[n].tomb() {
+	if n < 0 || revs[n].tomb() {
 		return Revision{}, 0, 0, false
 	}
-	s := ki.genStart(n)
+	s := n
+	for s > 0 && !revs[s-1].tomb() {
+		s--
+	}
 	if s == 0 {
-		created, ver = ki.created0, ki.verBase0
+		created, ver = ki.h[0].main, ki.h[0].sub
 	} else {
-		created = ki.revs[s].main
+		created = revs[s].main
 	}
 	ver += int64(n - s + 1)
-	return ki.revs[n].rev(), created, ver, true
+	return revs[n].rev(), created, ver, true
 }
 
 // put appends a put revision. A put on a key without history starts its
 // first generation.
 func (ki *keyIndex) put(r Revision) {
-	if len(ki.revs) == 0 {
-		ki.created0, ki.verBase0 = r.Main, 0
+	if len(ki.h) == 0 {
+		ki.h = []irev{{main: r.Main}, mkirev(r, false)}
+		return
 	}
-	ki.revs = append(ki.revs, mkirev(r, false))
+	ki.h = append(ki.h, mkirev(r, false))
 }
 
 // tombstone appends a tombstone; false if the key is not live.
@@ -90,36 +91,34 @@ func (ki *keyIndex) tombstone(r Revision) bool {
 	if !ki.live() {
 		return false
 	}
-	ki.revs = append(ki.revs, mkirev(r, true))
+	ki.h = append(ki.h, mkirev(r, true))
 	return true
 }
 
 // restoreNext adds one revision found while scanning the key bucket in
 // revision order, as etcd's restoreIntoIndex does.
 func (ki *keyIndex) restoreNext(r Revision, tomb bool, create, ver int64) {
-	if len(ki.revs) == 0 {
+	if len(ki.h) == 0 {
 		if tomb {
 			// etcd: generation {created 0, ver 1, [tombstone]}, then empty.
-			ki.created0, ki.verBase0 = 0, 0
+			ki.h = []irev{{}, mkirev(r, true)}
 		} else {
-			ki.created0, ki.verBase0 = create, ver-1
+			ki.h = []irev{{main: create, sub: ver - 1}, mkirev(r, false)}
 		}
-		ki.revs = append(ki.revs, mkirev(r, tomb))
 		return
 	}
 	if tomb && !ki.live() {
 		return // etcd ignores a tombstone on an empty generation (ErrRevisionNotFound)
 	}
-	ki.revs = append(ki.revs, mkirev(r, tomb))
+	ki.h = append(ki.h, mkirev(r, tomb))
 }
 
 // doCompact finds, as etcd's keyIndex.doCompact, the first generation to
 // keep (the first whose tombstone is >= atRev, or the last) and in it the
-// index of the newest revision <= atRev (-1 if none). It returns indexes
-// into revs: gs is where that generation starts, ri the revision (or -1).
-func (ki *keyIndex) doCompact(atRev int64) (gs, ri int) {
-	gs = 0
-	for i, r := range ki.revs {
+// newest revision <= atRev (-1 if none). Results index revs(): gs is where
+// that generation starts, ri the revision.
+func doCompact(revs []irev, atRev int64) (gs, ri int) {
+	for i, r := range revs {
 		if r.tomb() {
 			if r.main >= atRev {
 				break
@@ -127,16 +126,16 @@ func (ki *keyIndex) doCompact(atRev int64) (gs, ri int) {
 			gs = i + 1
 		}
 	}
-	ge := len(ki.revs) // end (exclusive) of that generation
-	for i := gs; i < len(ki.revs); i++ {
-		if ki.revs[i].tomb() {
+	ge := len(revs) // end (exclusive) of that generation
+	for i := gs; i < len(revs); i++ {
+		if revs[i].tomb() {
 			ge = i + 1
 			break
 		}
 	}
 	ri = -1
 	for i := ge - 1; i >= gs; i-- {
-		if ki.revs[i].main <= atRev {
+		if revs[i].main <= atRev {
 			ri = i
 			break
 		}
@@ -147,12 +146,13 @@ func (ki *keyIndex) doCompact(atRev int64) (gs, ri int) {
 // compact drops what etcd's compaction at atRev drops and adds the kept
 // revision <= atRev (if any) to keep.
 func (ki *keyIndex) compact(atRev int64, keep map[Revision]struct{}) {
-	if len(ki.revs) == 0 {
+	revs := ki.revs()
+	if len(revs) == 0 {
 		return
 	}
-	gs, ri := ki.doCompact(atRev)
+	gs, ri := doCompact(revs, atRev)
 	if ri >= 0 {
-		keep[ki.revs[ri].rev()] = struct{}{}
+		keep[revs[ri].rev()] = struct{}{}
 	}
 	cut := gs
 	if ri >= 0 {
@@ -161,52 +161,39 @@ func (ki *keyIndex) compact(atRev int64, keep map[Revision]struct{}) {
 	if cut == 0 {
 		return
 	}
+	if cut == len(revs) {
+		ki.h = nil
+		return
+	}
+	hdr := ki.h[0]
 	if gs == 0 {
-		ki.verBase0 += int64(cut)
+		hdr.sub += int64(cut)
 	} else {
 		// the new first generation starts at gs and was never compacted
-		if gs < len(ki.revs) {
-			ki.created0 = ki.revs[gs].main
-		}
-		ki.verBase0 = int64(cut - gs)
+		hdr = irev{main: revs[gs].main, sub: int64(cut - gs)}
 	}
-	n := copy(ki.revs, ki.revs[cut:])
-	clear(ki.revs[n:])
-	ki.revs = ki.revs[:n]
-	if n == 0 {
-		ki.revs = nil
-	} else if cap(ki.revs) > 2*n {
-		ki.revs = append([]irev(nil), ki.revs...)
+	n := len(revs) - cut
+	if cap(ki.h) > 2*(n+1) {
+		nh := make([]irev, n+1)
+		copy(nh[1:], revs[cut:])
+		ki.h = nh
+	} else {
+		copy(ki.h[1:], revs[cut:])
+		clear(ki.h[n+1:])
+		ki.h = ki.h[:n+1]
 	}
+	ki.h[0] = hdr
 }
 
 // keepForHash adds the revision a compaction at atRev would keep, except a
 // tombstone (etcd's keyIndex.keep).
 func (ki *keyIndex) keepForHash(atRev int64, keep map[Revision]struct{}) {
-	if len(ki.revs) == 0 {
+	revs := ki.revs()
+	if len(revs) == 0 {
 		return
 	}
-	_, ri := ki.doCompact(atRev)
-	if ri >= 0 && !ki.revs[ri].tomb() {
-		keep[ki.revs[ri].rev()] = struct{}{}
+	_, ri := doCompact(revs, atRev)
+	if ri >= 0 && !revs[ri].tomb() {
+		keep[revs[ri].rev()] = struct{}{}
 	}
-}
-
-// since returns the revisions with main >= rev, at most one per main
-// revision (the last), as etcd's keyIndex.since (used by watch catch-up).
-func (ki *keyIndex) since(rev int64) []irev {
-	var out []irev
-	var last int64
-	for _, r := range ki.revs {
-		if r.main < rev {
-			continue
-		}
-		if len(out) > 0 && r.main == last {
-			out[len(out)-1] = r
-			continue
-		}
-		out = append(out, r)
-		last = r.main
-	}
-	return out
 }

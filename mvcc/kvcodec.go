@@ -159,3 +159,9 @@ func (f *kvFields) toProto(keysOnly bool) *mvccpb.KeyValue {
 	}
 	return kv
 }
+
+// EncodeKeyValueFields returns the stored bytes of a KeyValue given by its
+// fields (no intermediate message).
+func EncodeKeyValueFields(key []byte, create, mod, ver int64, value []byte, lease int64) []byte {
+	return appendKeyValue(make([]byte, 0, keyValueSize(key, create, mod, ver, value, lease)), key, create, mod, ver, value, lease)
+}

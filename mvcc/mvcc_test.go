@@ -430,7 +430,7 @@ func TestIndexTree(t *testing.T) {
 		for range 5000 {
 			k := fmt.Sprintf("%06d", r.IntN(20000))
 			if tr.get(k) == nil {
-				tr.insert(keyIndex{key: k, revs: []irev{{main: 2}}})
+				tr.insert(keyIndex{key: k, h: []irev{{main: 2}, {main: 2}}})
 				ref[k] = true
 			}
 		}
@@ -438,7 +438,7 @@ func TestIndexTree(t *testing.T) {
 			// empty a third of the keys, then rebuild
 			tr.ascend("", func(ki *keyIndex) bool {
 				if r.IntN(3) == 0 {
-					ki.revs = nil
+					ki.h = nil
 					delete(ref, ki.key)
 				}
 				return true
