@@ -28,48 +28,44 @@ func Verify(dir string, snap Snapshot, opts Options) (*raftpb.HardState, error) 
 		return nil, err
 	}
 	defer closeSegments(segs)
-	d := newDecoder(segs)
 	state := &raftpb.HardState{}
 	var metadata []byte
 	var match bool
-	var rec Record
-	for {
-		pos, _, err := d.next(&rec)
-		if errors.Is(err, io.EOF) || errors.Is(err, corrupt.ErrTornTail) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		path := filepath.Join(dir, pos.Segment)
+	err = readRecords(newDecoder(segs), func(pos Position, rec *Record) error {
 		switch rec.Type {
 		case MetadataType:
 			if metadata != nil && !bytes.Equal(metadata, rec.Data) {
-				return nil, fmt.Errorf("%w (%s)", ErrMetadataConflict, pos)
+				return fmt.Errorf("%w (%s)", ErrMetadataConflict, pos)
 			}
 			if metadata == nil {
 				metadata = bytes.Clone(rec.Data)
 			}
 		case CRCType, EntryType:
 		case StateType:
-			if state, err = UnmarshalHardState(rec.Data); err != nil {
-				return nil, corrupt.New(path, pos.Offset, corrupt.MidLog, "undecodable hard state", err)
-			}
-		case SnapshotType:
-			s, err := UnmarshalSnapshot(rec.Data)
+			s, err := decodeStateRecord(dir, pos, rec.Data)
 			if err != nil {
-				return nil, corrupt.New(path, pos.Offset, corrupt.MidLog, "undecodable snapshot record", err)
+				return err
+			}
+			state = s
+		case SnapshotType:
+			s, err := decodeSnapshotRecord(dir, pos, rec.Data)
+			if err != nil {
+				return err
 			}
 			if s.Index == snap.Index {
 				if s.Term != snap.Term {
-					return nil, fmt.Errorf("%w: record {index %d, term %d} vs {index %d, term %d} (%s)",
+					return fmt.Errorf("%w: record {index %d, term %d} vs {index %d, term %d} (%s)",
 						ErrSnapshotMismatch, s.Index, s.Term, snap.Index, snap.Term, pos)
 				}
 				match = true
 			}
 		default:
-			return nil, corrupt.New(path, pos.Offset, corrupt.MidLog, fmt.Sprintf("unexpected block type %d", int64(rec.Type)), nil)
+			return unexpectedType(dir, pos, rec.Type)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if !match {
 		return nil, ErrSnapshotNotFound
@@ -94,35 +90,27 @@ func ValidSnapshotEntries(dir string, opts Options) ([]Snapshot, error) {
 		return nil, err
 	}
 	defer closeSegments(segs)
-	return validSnapshots(newDecoder(segs), dir)
-}
-
-func validSnapshots(d *decoder, dir string) ([]Snapshot, error) {
 	var snaps []Snapshot
 	var commit uint64
-	var rec Record
-	for {
-		pos, _, err := d.next(&rec)
-		if errors.Is(err, io.EOF) || errors.Is(err, corrupt.ErrTornTail) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
+	err = readRecords(newDecoder(segs), func(pos Position, rec *Record) error {
 		switch rec.Type {
 		case SnapshotType:
-			s, err := UnmarshalSnapshot(rec.Data)
+			s, err := decodeSnapshotRecord(dir, pos, rec.Data)
 			if err != nil {
-				return nil, corrupt.New(filepath.Join(dir, pos.Segment), pos.Offset, corrupt.MidLog, "undecodable snapshot record", err)
+				return err
 			}
 			snaps = append(snaps, s)
 		case StateType:
-			st, err := UnmarshalHardState(rec.Data)
+			st, err := decodeStateRecord(dir, pos, rec.Data)
 			if err != nil {
-				return nil, corrupt.New(filepath.Join(dir, pos.Segment), pos.Offset, corrupt.MidLog, "undecodable hard state", err)
+				return err
 			}
 			commit = st.GetCommit()
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	n := 0
 	for _, s := range snaps {
@@ -132,4 +120,46 @@ func validSnapshots(d *decoder, dir string) ([]Snapshot, error) {
 		}
 	}
 	return snaps[:n:n], nil
+}
+
+// readRecords calls fn for every record of a read-mode pass. A torn tail
+// ends the pass like the end of the log: a writer would repair it, and
+// nothing after it was ever acknowledged.
+func readRecords(d *decoder, fn func(Position, *Record) error) error {
+	var rec Record
+	for {
+		pos, _, err := d.next(&rec)
+		if errors.Is(err, io.EOF) || errors.Is(err, corrupt.ErrTornTail) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(pos, &rec); err != nil {
+			return err
+		}
+	}
+}
+
+// The payload decoders of the consumers: a record whose CRC is right but
+// whose protobuf is not is mid-log corruption at that record.
+
+func decodeStateRecord(dir string, pos Position, data []byte) (*raftpb.HardState, error) {
+	s, err := UnmarshalHardState(data)
+	if err != nil {
+		return nil, corrupt.New(filepath.Join(dir, pos.Segment), pos.Offset, corrupt.MidLog, "undecodable hard state", err)
+	}
+	return s, nil
+}
+
+func decodeSnapshotRecord(dir string, pos Position, data []byte) (Snapshot, error) {
+	s, err := UnmarshalSnapshot(data)
+	if err != nil {
+		return Snapshot{}, corrupt.New(filepath.Join(dir, pos.Segment), pos.Offset, corrupt.MidLog, "undecodable snapshot record", err)
+	}
+	return s, nil
+}
+
+func unexpectedType(dir string, pos Position, t RecordType) error {
+	return corrupt.New(filepath.Join(dir, pos.Segment), pos.Offset, corrupt.MidLog, fmt.Sprintf("unexpected block type %d", int64(t)), nil)
 }

@@ -278,9 +278,9 @@ func (w *WAL) ReadAll() (metadata []byte, state *raftpb.HardState, ents []*raftp
 			}
 			w.enti = f.index
 		case StateType:
-			s, derr := UnmarshalHardState(rec.Data)
+			s, derr := decodeStateRecord(w.dir, pos, rec.Data)
 			if derr != nil {
-				return nil, &raftpb.HardState{}, nil, corrupt.New(where(pos), pos.Offset, corrupt.MidLog, "undecodable hard state", derr)
+				return nil, &raftpb.HardState{}, nil, derr
 			}
 			state = s
 		case MetadataType:
@@ -296,9 +296,9 @@ func (w *WAL) ReadAll() (metadata []byte, state *raftpb.HardState, ents []*raftp
 		case CRCType:
 			// checked by the decoder
 		case SnapshotType:
-			s, derr := UnmarshalSnapshot(rec.Data)
+			s, derr := decodeSnapshotRecord(w.dir, pos, rec.Data)
 			if derr != nil {
-				return nil, &raftpb.HardState{}, nil, corrupt.New(where(pos), pos.Offset, corrupt.MidLog, "undecodable snapshot record", derr)
+				return nil, &raftpb.HardState{}, nil, derr
 			}
 			if s.Index == w.start.Index {
 				if s.Term != w.start.Term {
@@ -308,7 +308,7 @@ func (w *WAL) ReadAll() (metadata []byte, state *raftpb.HardState, ents []*raftp
 				match = true
 			}
 		default:
-			return nil, &raftpb.HardState{}, nil, corrupt.New(where(pos), pos.Offset, corrupt.MidLog, fmt.Sprintf("unexpected block type %d", int64(rec.Type)), nil)
+			return nil, &raftpb.HardState{}, nil, unexpectedType(w.dir, pos, rec.Type)
 		}
 	}
 	if w.write {
