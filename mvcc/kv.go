@@ -17,6 +17,7 @@ type txn struct {
 	w        *WriteTx
 	beginRev int64
 	changes  int
+	events   []*mvccpb.Event // for watchers, when there are any
 }
 
 // rev is the revision reads inside the request see.
@@ -273,6 +274,10 @@ func (t *txn) put(key, value []byte, leaseID int64) error {
 	}
 	ki.put(r)
 	t.changes++
+	if s.hub.active() {
+		t.events = append(t.events, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: &mvccpb.KeyValue{
+			Key: []byte(ki.key), CreateRevision: c, ModRevision: rev, Version: ver, Value: value, Lease: leaseID}})
+	}
 	if oldLease != leaseID {
 		if oldLease != 0 {
 			s.lessor.detach(oldLease, ki.key)
@@ -310,6 +315,9 @@ func (t *txn) delete(ki *keyIndex) {
 	t.w.putRev(r, true, appendKeyValue(make([]byte, 0, keyValueSize(kb, 0, 0, 0, nil, 0)), kb, 0, 0, 0, nil, 0))
 	ki.tombstone(r)
 	t.changes++
+	if s.hub.active() {
+		t.events = append(t.events, &mvccpb.Event{Type: mvccpb.Event_DELETE, Kv: &mvccpb.KeyValue{Key: kb, ModRevision: r.Main}})
+	}
 	if l := s.lessor.keyLease(ki.key); l != 0 {
 		s.lessor.detach(l, ki.key)
 	}

@@ -218,6 +218,9 @@ func (s *Store) write(fn func(t *txn) error) error {
 		err := fn(t)
 		if t.changes > 0 {
 			s.currentRev++
+			if len(t.events) > 0 {
+				s.hub.notify(s.currentRev, t.events)
+			}
 		}
 		return err
 	})

@@ -59,6 +59,7 @@ type Store struct {
 	compactRev int64 // -1 if never compacted
 	hashes     []KeyValueHash
 	lessor     *Lessor
+	hub        *watchHub
 	closed     bool
 
 	compactMu sync.Mutex // one physical compaction at a time
@@ -85,6 +86,7 @@ func Open(path string, opts Options) (*Store, error) {
 func newStore(b *Backend, opts Options) (*Store, error) {
 	s := &Store{opts: opts, b: b, currentRev: 1, compactRev: -1, stopc: make(chan struct{})}
 	s.lessor = newLessor(s)
+	s.hub = newWatchHub(s)
 	if !b.ReadOnly() {
 		// etcd creates key and meta at store creation, lease at lessor
 		// creation, and commits at once.

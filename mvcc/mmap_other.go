@@ -1,0 +1,5 @@
+//go:build !linux
+
+package mvcc
+
+const boltMmapFlags = 0

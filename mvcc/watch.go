@@ -1,0 +1,571 @@
+package mvcc
+
+import (
+	"bytes"
+	"errors"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Watch errors.
+var (
+	ErrWatcherNotExist   = errors.New("mvcc: watcher does not exist")
+	ErrEmptyWatcherRange = errors.New("mvcc: watcher range is empty")
+	ErrStreamClosed      = errors.New("mvcc: watch stream is closed")
+)
+
+// WatchFilter drops events of one type, as etcd's WatchCreateRequest
+// filters.
+type WatchFilter int
+
+const (
+	FilterNoPut    WatchFilter = WatchFilter(pb.WatchCreateRequest_NOPUT)
+	FilterNoDelete WatchFilter = WatchFilter(pb.WatchCreateRequest_NODELETE)
+)
+
+// WatchOptions describes one watcher.
+type WatchOptions struct {
+	Key []byte
+	// RangeEnd as in a RangeRequest: nil watches Key only, "\x00" every key
+	// from Key on.
+	RangeEnd []byte
+	// StartRevision is the first revision to report; 0 means the next one.
+	StartRevision int64
+	PrevKV        bool
+	Filters       []WatchFilter
+	// Fragment splits a response larger than the stream's MaxResponseBytes
+	// into several, all but the last marked Fragment.
+	Fragment bool
+}
+
+// watchChanBuf is the number of responses a stream buffers before its
+// watchers fall back to catching up from the store (etcd: chanBufLen).
+const watchChanBuf = 128
+
+// watchBatchMaxRevs bounds the revisions one catch-up step reads (etcd:
+// watchBatchMaxRevs).
+const watchBatchMaxRevs = 1000
+
+type watcher struct {
+	ws       *WatchStream
+	id       int64
+	key, end string // end "" with single false: to the last key
+	single   bool
+	minRev   int64 // next revision to deliver
+	prevKV   bool
+	noPut    bool
+	noDelete bool
+	fragment bool
+	synced   bool
+}
+
+func (w *watcher) contains(k string) bool {
+	if w.single {
+		return k == w.key
+	}
+	return k >= w.key && (w.end == "" || k < w.end)
+}
+
+// watchHub is the watchable part of a Store. Its state is guarded by the
+// store's mu: notify runs under the write lock, catch-up under the read lock
+// plus hub.mu.
+type watchHub struct {
+	s        *Store
+	mu       sync.Mutex // guards the sets below against concurrent syncs
+	n        atomic.Int64
+	singles  map[string]map[*watcher]struct{}
+	ranges   map[*watcher]struct{}
+	unsynced map[*watcher]struct{}
+	kick     chan struct{}
+	started  bool
+}
+
+func newWatchHub(s *Store) *watchHub {
+	return &watchHub{s: s, singles: make(map[string]map[*watcher]struct{}),
+		ranges: make(map[*watcher]struct{}), unsynced: make(map[*watcher]struct{}), kick: make(chan struct{}, 1)}
+}
+
+func (h *watchHub) active() bool { return h.n.Load() > 0 }
+
+func (h *watchHub) addSynced(w *watcher) {
+	w.synced = true
+	if w.single {
+		m := h.singles[w.key]
+		if m == nil {
+			m = make(map[*watcher]struct{})
+			h.singles[w.key] = m
+		}
+		m[w] = struct{}{}
+		return
+	}
+	h.ranges[w] = struct{}{}
+}
+
+func (h *watchHub) removeSynced(w *watcher) {
+	w.synced = false
+	if w.single {
+		if m := h.singles[w.key]; m != nil {
+			delete(m, w)
+			if len(m) == 0 {
+				delete(h.singles, w.key)
+			}
+		}
+		return
+	}
+	delete(h.ranges, w)
+}
+
+func (h *watchHub) remove(w *watcher) {
+	if w.synced {
+		h.removeSynced(w)
+	} else {
+		delete(h.unsynced, w)
+	}
+	h.n.Add(-1)
+}
+
+func (h *watchHub) kickSync() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// notify delivers the events of revision rev to the synced watchers;
+// REQUIRES s.mu held for writing.
+func (h *watchHub) notify(rev int64, evs []*mvccpb.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	per := make(map[*watcher][]*mvccpb.Event)
+	for _, ev := range evs {
+		k := bstr(ev.Kv.Key)
+		for w := range h.singles[k] {
+			if w.minRev <= rev {
+				per[w] = append(per[w], ev)
+			}
+		}
+		for w := range h.ranges {
+			if w.minRev <= rev && w.contains(k) {
+				per[w] = append(per[w], ev)
+			}
+		}
+	}
+	for w, wevs := range per {
+		if w.ws.send(watchResp{id: w.id, events: wevs, rev: rev}) {
+			continue
+		}
+		// the stream is full: catch up from the store later
+		h.removeSynced(w)
+		w.minRev = rev
+		h.unsynced[w] = struct{}{}
+		h.startSync()
+	}
+}
+
+func (h *watchHub) startSync() {
+	if !h.started {
+		h.started = true
+		go h.syncLoop()
+	}
+	h.kickSync()
+}
+
+// syncLoop catches unsynced watchers up, every 100ms or when kicked.
+func (h *watchHub) syncLoop() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.s.stopc:
+			return
+		case <-h.kick:
+		case <-t.C:
+		}
+		for h.syncOnce() {
+		}
+	}
+}
+
+// syncOnce runs one catch-up step for every unsynced watcher; it reports
+// whether some watcher still has history to read and can take it now.
+func (h *watchHub) syncOnce() bool {
+	s := h.s
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.unsynced) == 0 {
+		return false
+	}
+	v := s.b.View()
+	defer v.Release()
+	cur, compact := s.currentRev, s.compactRev
+	again := false
+	for w := range h.unsynced {
+		if w.minRev < compact {
+			if w.ws.send(watchResp{id: w.id, compactRev: compact, rev: cur}) {
+				delete(h.unsynced, w)
+				h.n.Add(-1)
+				w.ws.forget(w.id)
+			}
+			continue
+		}
+		if w.minRev > cur {
+			delete(h.unsynced, w)
+			h.addSynced(w)
+			continue
+		}
+		maxRev := min(cur, w.minRev+watchBatchMaxRevs-1)
+		evs, err := s.historyEvents(v, w, w.minRev, maxRev)
+		if err != nil {
+			// corrupt store: end the watcher with the error
+			w.ws.send(watchResp{id: w.id, err: err, rev: cur})
+			delete(h.unsynced, w)
+			h.n.Add(-1)
+			w.ws.forget(w.id)
+			continue
+		}
+		if len(evs) > 0 && !w.ws.send(watchResp{id: w.id, events: evs, rev: cur}) {
+			continue // still full; try again later
+		}
+		w.minRev = maxRev + 1
+		if w.minRev > cur {
+			delete(h.unsynced, w)
+			h.addSynced(w)
+		} else {
+			again = true
+		}
+	}
+	return again
+}
+
+// historyEvents returns the events of w's keys with main revision in
+// [from, to], in revision order, read through the index and the view.
+func (s *Store) historyEvents(v *View, w *watcher, from, to int64) ([]*mvccpb.Event, error) {
+	type hit struct {
+		r   irev
+		key string
+	}
+	var hits []hit
+	collect := func(ki *keyIndex) bool {
+		for _, r := range ki.revs() {
+			if r.main >= from && r.main <= to {
+				hits = append(hits, hit{r, ki.key})
+			}
+		}
+		return true
+	}
+	if w.single {
+		s.visit([]byte(w.key), nil, collect)
+	} else {
+		end := []byte(w.end)
+		if w.end == "" {
+			end = []byte{}
+		}
+		s.visit([]byte(w.key), end, collect)
+	}
+	sort.Slice(hits, func(i, j int) bool {
+		a, b := hits[i].r, hits[j].r
+		if a.main != b.main {
+			return a.main < b.main
+		}
+		return a.sub&^tombBit < b.sub&^tombBit
+	})
+	evs := make([]*mvccpb.Event, 0, len(hits))
+	var kb [RevBytesLen]byte
+	var f kvFields
+	for _, h := range hits {
+		if h.r.tomb() {
+			evs = append(evs, &mvccpb.Event{Type: mvccpb.Event_DELETE, Kv: &mvccpb.KeyValue{Key: []byte(h.key), ModRevision: h.r.main}})
+			continue
+		}
+		k := AppendRevKey(kb[:0], h.r.rev(), false)
+		val, ok := v.revValue(h.r.rev(), k)
+		if !ok {
+			return nil, s.corruptf(BucketKey, k, "revision in the key index is missing from the bucket")
+		}
+		if err := decodeKV(val, &f); err != nil {
+			return nil, s.corruptErr(BucketKey, k, err)
+		}
+		evs = append(evs, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: f.toProto(false)})
+	}
+	return evs, nil
+}
+
+type watchResp struct {
+	id         int64
+	events     []*mvccpb.Event
+	rev        int64
+	compactRev int64
+	progress   bool
+	err        error
+}
+
+// WatchStream multiplexes watchers onto one channel of etcd WatchResponses,
+// as a gRPC Watch stream does: prev_kv, filters and fragmentation are applied
+// on the way out.
+type WatchStream struct {
+	s        *Store
+	in       chan watchResp
+	out      chan *pb.WatchResponse
+	maxBytes int
+	mu       sync.Mutex
+	watchers map[int64]*watcher
+	nextID   int64
+	closed   bool
+	donec    chan struct{}
+	closec   chan struct{}
+}
+
+// NewWatchStream opens a stream. maxResponseBytes bounds fragmented
+// responses (etcd: --max-request-bytes, 1.5 MiB); 0 uses 1.5 MiB.
+func (s *Store) NewWatchStream(maxResponseBytes int) *WatchStream {
+	if maxResponseBytes <= 0 {
+		maxResponseBytes = 3 << 19
+	}
+	ws := &WatchStream{s: s, in: make(chan watchResp, watchChanBuf), out: make(chan *pb.WatchResponse),
+		maxBytes: maxResponseBytes, watchers: make(map[int64]*watcher), donec: make(chan struct{}), closec: make(chan struct{})}
+	go ws.sendLoop()
+	return ws
+}
+
+// Chan returns the responses. It is closed after Close.
+func (ws *WatchStream) Chan() <-chan *pb.WatchResponse { return ws.out }
+
+// send queues a response without blocking; false if the stream is full.
+func (ws *WatchStream) send(r watchResp) bool {
+	select {
+	case ws.in <- r:
+		return true
+	default:
+		return false
+	}
+}
+
+func (ws *WatchStream) forget(id int64) {
+	ws.mu.Lock()
+	delete(ws.watchers, id)
+	ws.mu.Unlock()
+}
+
+// Watch adds a watcher and returns its ID. Events from StartRevision on
+// (compacted: one response with CompactRevision set, then the watcher is
+// gone) arrive on Chan.
+func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
+	if len(o.Key) == 0 {
+		return 0, ErrEmptyKey
+	}
+	end := mkGteRange(o.RangeEnd)
+	w := &watcher{ws: ws, key: string(o.Key), prevKV: o.PrevKV, fragment: o.Fragment}
+	switch {
+	case end == nil:
+		w.single = true
+	case len(end) > 0:
+		if bytes.Compare(o.Key, end) >= 0 {
+			return 0, ErrEmptyWatcherRange
+		}
+		w.end = string(end)
+	}
+	for _, f := range o.Filters {
+		switch f {
+		case FilterNoPut:
+			w.noPut = true
+		case FilterNoDelete:
+			w.noDelete = true
+		}
+	}
+	ws.mu.Lock()
+	if ws.closed {
+		ws.mu.Unlock()
+		return 0, ErrStreamClosed
+	}
+	w.id = ws.nextID
+	ws.nextID++
+	ws.watchers[w.id] = w
+	ws.mu.Unlock()
+
+	s, h := ws.s, ws.s.hub
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		ws.forget(w.id)
+		return 0, ErrClosed
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n.Add(1)
+	if o.StartRevision <= 0 || o.StartRevision > s.currentRev {
+		w.minRev = s.currentRev + 1
+		if o.StartRevision > w.minRev {
+			w.minRev = o.StartRevision
+		}
+		h.addSynced(w)
+	} else {
+		w.minRev = o.StartRevision
+		h.unsynced[w] = struct{}{}
+		h.startSync()
+	}
+	return w.id, nil
+}
+
+// Cancel removes a watcher.
+func (ws *WatchStream) Cancel(id int64) error {
+	ws.mu.Lock()
+	w := ws.watchers[id]
+	delete(ws.watchers, id)
+	ws.mu.Unlock()
+	if w == nil {
+		return ErrWatcherNotExist
+	}
+	s, h := ws.s, ws.s.hub
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.unsynced[w]; ok || w.synced {
+		h.remove(w)
+	}
+	return nil
+}
+
+// RequestProgress sends a response with no events and the current
+// revision for watcher id if it has seen every revision (etcd answers only
+// for synced watchers).
+func (ws *WatchStream) RequestProgress(id int64) {
+	ws.mu.Lock()
+	w := ws.watchers[id]
+	ws.mu.Unlock()
+	if w == nil {
+		return
+	}
+	s, h := ws.s, ws.s.hub
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w.synced {
+		ws.send(watchResp{id: id, rev: s.currentRev, progress: true})
+	}
+}
+
+// Close cancels every watcher of the stream and closes Chan.
+func (ws *WatchStream) Close() {
+	ws.mu.Lock()
+	if ws.closed {
+		ws.mu.Unlock()
+		return
+	}
+	ws.closed = true
+	ids := make([]int64, 0, len(ws.watchers))
+	for id := range ws.watchers {
+		ids = append(ids, id)
+	}
+	ws.mu.Unlock()
+	for _, id := range ids {
+		_ = ws.Cancel(id)
+	}
+	close(ws.closec)
+	<-ws.donec
+}
+
+// sendLoop turns internal responses into etcd WatchResponses.
+func (ws *WatchStream) sendLoop() {
+	defer close(ws.donec)
+	defer close(ws.out)
+	for {
+		var r watchResp
+		select {
+		case r = <-ws.in:
+		case <-ws.closec:
+			return
+		}
+		ws.mu.Lock()
+		w := ws.watchers[r.id]
+		ws.mu.Unlock()
+		if w == nil && r.compactRev == 0 && r.err == nil {
+			continue // cancelled
+		}
+		wr := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: r.rev}, WatchId: r.id}
+		if r.compactRev != 0 {
+			wr.CompactRevision, wr.Canceled = r.compactRev, true
+			wr.CancelReason = ErrCompacted.Error()
+		}
+		if r.err != nil {
+			wr.Canceled, wr.CancelReason = true, r.err.Error()
+		}
+		if w != nil {
+			for _, ev := range r.events {
+				if (ev.Type == mvccpb.Event_PUT && w.noPut) || (ev.Type == mvccpb.Event_DELETE && w.noDelete) {
+					continue
+				}
+				if w.prevKV && !ev.IsCreate() {
+					ev = proto.CloneOf(ev)
+					if resp, err := ws.s.Range(&pb.RangeRequest{Key: ev.Kv.Key, Revision: ev.Kv.ModRevision - 1}); err == nil && len(resp.Kvs) > 0 {
+						ev.PrevKv = resp.Kvs[0]
+					}
+				}
+				wr.Events = append(wr.Events, ev)
+			}
+			if len(r.events) > 0 && len(wr.Events) == 0 {
+				continue // everything filtered
+			}
+		}
+		if w != nil && w.fragment {
+			if !ws.sendFragments(wr) {
+				return
+			}
+			continue
+		}
+		select {
+		case ws.out <- wr:
+		case <-ws.closec:
+			return
+		}
+	}
+}
+
+// sendFragments is etcd's sendFragments.
+func (ws *WatchStream) sendFragments(wr *pb.WatchResponse) bool {
+	put := func(r *pb.WatchResponse) bool {
+		select {
+		case ws.out <- r:
+			return true
+		case <-ws.closec:
+			return false
+		}
+	}
+	if proto.Size(wr) < ws.maxBytes || len(wr.Events) < 2 {
+		return put(wr)
+	}
+	idx := 0
+	for {
+		cur := &pb.WatchResponse{Header: wr.Header, WatchId: wr.WatchId, CompactRevision: wr.CompactRevision,
+			Canceled: wr.Canceled, CancelReason: wr.CancelReason, Fragment: true}
+		for _, ev := range wr.Events[idx:] {
+			cur.Events = append(cur.Events, ev)
+			if len(cur.Events) > 1 && proto.Size(cur) >= ws.maxBytes {
+				cur.Events = cur.Events[:len(cur.Events)-1]
+				break
+			}
+			idx++
+		}
+		if idx == len(wr.Events) {
+			cur.Fragment = false
+		}
+		if !put(cur) {
+			return false
+		}
+		if !cur.Fragment {
+			return true
+		}
+	}
+}
