@@ -153,7 +153,7 @@ func TestWatchPrevKVFiltersProgress(t *testing.T) {
 	defer ws.Close()
 	noPut, _ := ws.Watch(WatchOptions{Key: []byte("a"), PrevKV: true, Filters: []WatchFilter{FilterNoPut}})
 	withPrev, _ := ws.Watch(WatchOptions{Key: []byte("a"), PrevKV: true, Filters: []WatchFilter{FilterNoDelete}})
-	mustPut(t, s, "a", "new") // 3
+	mustPut(t, s, "a", "new")                                                          // 3
 	if _, err := s.DeleteRange(&pb.DeleteRangeRequest{Key: []byte("a")}); err != nil { // 4
 		t.Fatal(err)
 	}
