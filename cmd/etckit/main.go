@@ -1,0 +1,37 @@
+// Command etckit is the etckit toolkit's command line: it mounts the
+// offline tools, which live in tools/... as library packages, and maps
+// their errors to the exit status (0 clean, 1 problems found, 2 usage or
+// I/O error; see tools/cli).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/etckit/etckit/tools/dumplogs"
+	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/tools/walverify"
+	"github.com/spf13/cobra"
+)
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "etckit",
+		Short:         "Read, check and repair etcd data directories byte for byte",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(dumplogs.NewCommand())
+	root.AddCommand(walverify.NewCommand())
+	return root
+}
+
+func main() {
+	err := newRoot().Execute()
+	if err != nil && !cli.IsProblems(err) {
+		fmt.Fprintln(os.Stderr, "etckit:", err)
+	} else if err != nil {
+		fmt.Fprintln(os.Stderr, "etckit:", err)
+	}
+	os.Exit(cli.Code(err))
+}
