@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/etckit/etckit/tools/dumplogs"
 	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/tools/dumplogs"
 	"github.com/etckit/etckit/tools/walverify"
 	"github.com/spf13/cobra"
 )
@@ -28,9 +28,7 @@ func newRoot() *cobra.Command {
 
 func main() {
 	err := newRoot().Execute()
-	if err != nil && !cli.IsProblems(err) {
-		fmt.Fprintln(os.Stderr, "etckit:", err)
-	} else if err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "etckit:", err)
 	}
 	os.Exit(cli.Code(err))
