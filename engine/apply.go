@@ -1,0 +1,460 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/etckit/etckit/mvcc"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Result is the outcome of one applied normal entry, for the proposer
+// waiting on its request ID.
+type Result struct {
+	ID    uint64        // request ID (header.ID, or the legacy ID); 0: nobody waits
+	Index uint64        // raft index of the entry
+	Resp  proto.Message // the *pb.XxxResponse
+	Err   error         // the request's error (a client error, not a storage failure)
+}
+
+// ErrUnsupported answers requests etckit does not apply yet (auth, downgrade).
+var ErrUnsupported = errors.New("etcdserver: request is not supported by etckit")
+
+// ConfChanger applies a committed conf change to the raft node and returns
+// the new configuration (raft.Node.ApplyConfChange).
+type ConfChanger func(cc raftpb.ConfChangeI) *raftpb.ConfState
+
+// Apply applies committed entries in order. Entries at or below the db's
+// consistent_index were applied before a restart and only go to raft (conf
+// changes); the others change the store, with consistent_index and term
+// written in the same bbolt transaction as their data. done is called for
+// every applied normal entry. The error is a storage failure: the member
+// must stop.
+func (e *Engine) Apply(ents []*raftpb.Entry, applyConf ConfChanger, done func(Result)) error {
+	for _, ent := range ents {
+		idx, term := ent.GetIndex(), ent.GetTerm()
+		var err error
+		switch ent.GetType() {
+		case raftpb.EntryNormal:
+			err = e.applyNormal(ent, done)
+		case raftpb.EntryConfChange:
+			var cc raftpb.ConfChange
+			if uerr := proto.Unmarshal(ent.GetData(), &cc); uerr != nil {
+				return fmt.Errorf("engine: entry %d: decode ConfChange: %w", idx, uerr)
+			}
+			err = e.applyConfChange(idx, term, &cc, applyConf)
+		case raftpb.EntryConfChangeV2:
+			var cc raftpb.ConfChangeV2
+			if uerr := proto.Unmarshal(ent.GetData(), &cc); uerr != nil {
+				return fmt.Errorf("engine: entry %d: decode ConfChangeV2: %w", idx, uerr)
+			}
+			cs := applyConf(&cc)
+			err = e.withIndex(idx, term, func() error { return e.saveConfState(cs) })
+		}
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		e.appliedIndex, e.appliedTerm = idx, term
+		e.mu.Unlock()
+	}
+	return nil
+}
+
+// withIndex runs fn and records (index, term) as the db's consistent index,
+// all in one bbolt transaction; entries at or below the consistent index are
+// skipped.
+func (e *Engine) withIndex(index, term uint64, fn func() error) error {
+	if index <= e.ci {
+		return nil
+	}
+	err := e.store.Backend().HoldCommits(func() error {
+		if err := fn(); err != nil {
+			return err
+		}
+		return e.store.SetConsistentIndex(index, term)
+	})
+	if err == nil {
+		e.ci = index
+	}
+	return err
+}
+
+// applyNormal applies one EntryNormal.
+func (e *Engine) applyNormal(ent *raftpb.Entry, done func(Result)) error {
+	idx, term := ent.GetIndex(), ent.GetTerm()
+	data := ent.GetData()
+	if len(data) == 0 { // a new leader's empty entry
+		return e.withIndex(idx, term, func() error { return nil })
+	}
+	var r pb.InternalRaftRequest
+	if err := proto.Unmarshal(data, &r); err != nil {
+		v2, ok := parseV2Request(data)
+		if !ok {
+			return fmt.Errorf("engine: entry %d: neither InternalRaftRequest nor v2 Request: %w", idx, err)
+		}
+		return e.withIndex(idx, term, func() error { return e.applyV2(v2) })
+	}
+	if r.GetHeader() == nil && len(r.ProtoReflect().GetUnknown()) > 0 {
+		// Nothing but unknown fields: a v2 Request (v3.5 WALs).
+		if v2, ok := parseV2Request(data); ok {
+			return e.withIndex(idx, term, func() error { return e.applyV2(v2) })
+		}
+	}
+	res := Result{Index: idx, ID: r.GetHeader().GetID()}
+	if res.ID == 0 {
+		res.ID = r.GetID()
+	}
+	if idx <= e.ci {
+		return nil
+	}
+	if c := r.GetCompaction(); c != nil {
+		// Compact persists its schedule and commits by itself; replaying it
+		// after a crash before consistent_index is committed answers
+		// ErrCompacted and changes nothing.
+		res.Resp, res.Err = e.applyCompaction(c)
+		if err := e.withIndex(idx, term, func() error { return nil }); err != nil {
+			return err
+		}
+		if done != nil {
+			done(res)
+		}
+		return nil
+	}
+	var fatal error
+	err := e.withIndex(idx, term, func() error {
+		res.Resp, res.Err, fatal = e.applyRequest(&r)
+		return fatal
+	})
+	if err != nil {
+		return fmt.Errorf("engine: apply entry %d: %w", idx, err)
+	}
+	if done != nil {
+		done(res)
+	}
+	return nil
+}
+
+// applyRequest applies r; fatal is a storage error.
+func (e *Engine) applyRequest(r *pb.InternalRaftRequest) (resp proto.Message, reqErr, fatal error) {
+	s := e.store
+	split := func(m proto.Message, err error) (proto.Message, error, error) {
+		if err != nil && isStorageErr(err) {
+			return nil, nil, err
+		}
+		return m, err, nil
+	}
+	switch {
+	case r.GetRange() != nil:
+		return split(s.Range(r.GetRange()))
+	case r.GetPut() != nil:
+		return split(s.Put(r.GetPut()))
+	case r.GetDeleteRange() != nil:
+		return split(s.DeleteRange(r.GetDeleteRange()))
+	case r.GetTxn() != nil:
+		return split(s.Txn(r.GetTxn()))
+	case r.GetLeaseGrant() != nil:
+		g := r.GetLeaseGrant()
+		l, err := s.Lessor().Grant(g.GetID(), g.GetTTL())
+		if err != nil {
+			return split(nil, err)
+		}
+		return &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: s.Rev()}, ID: l.ID, TTL: l.TTL}, nil, nil
+	case r.GetLeaseRevoke() != nil:
+		if err := s.Lessor().Revoke(r.GetLeaseRevoke().GetID()); err != nil {
+			return split(nil, err)
+		}
+		return &pb.LeaseRevokeResponse{Header: &pb.ResponseHeader{Revision: s.Rev()}}, nil, nil
+	case r.GetLeaseCheckpoint() != nil:
+		for _, c := range r.GetLeaseCheckpoint().GetCheckpoints() {
+			if err := s.Lessor().Checkpoint(c.GetID(), c.GetRemaining_TTL()); err != nil && isStorageErr(err) {
+				return nil, nil, err
+			}
+		}
+		return &pb.LeaseCheckpointResponse{Header: &pb.ResponseHeader{Revision: s.Rev()}}, nil, nil
+	case r.GetAlarm() != nil:
+		return e.applyAlarm(r.GetAlarm())
+	case r.GetClusterVersionSet() != nil:
+		return &pb.ResponseHeader{}, nil, e.setClusterVersion(r.GetClusterVersionSet().GetVer())
+	case r.GetClusterMemberAttrSet() != nil:
+		a := r.GetClusterMemberAttrSet()
+		return &pb.ResponseHeader{}, nil, e.setMemberAttributes(a.GetMember_ID(), a.GetMemberAttributes())
+	}
+	return nil, ErrUnsupported, nil
+}
+
+// isStorageErr tells a storage failure from a request error.
+func isStorageErr(err error) bool {
+	switch {
+	case errors.Is(err, mvcc.ErrCompacted), errors.Is(err, mvcc.ErrFutureRev),
+		errors.Is(err, mvcc.ErrEmptyKey), errors.Is(err, mvcc.ErrKeyNotFound),
+		errors.Is(err, mvcc.ErrValueProvided), errors.Is(err, mvcc.ErrLeaseProvided),
+		errors.Is(err, mvcc.ErrTooManyOps), errors.Is(err, mvcc.ErrDuplicateKey),
+		errors.Is(err, mvcc.ErrInvalidSortOption), errors.Is(err, mvcc.ErrLeaseNotFound),
+		errors.Is(err, mvcc.ErrLeaseExists), errors.Is(err, mvcc.ErrLeaseTTLTooLarge):
+		return false
+	}
+	return true
+}
+
+func (e *Engine) applyCompaction(c *pb.CompactionRequest) (proto.Message, error) {
+	err := e.store.Compact(c.GetRevision())
+	if err != nil && !isStorageErr(err) {
+		return nil, err
+	}
+	if err != nil {
+		e.log.Error("compaction failed", "revision", c.GetRevision(), "error", err)
+		return nil, err
+	}
+	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: e.store.Rev()}}, nil
+}
+
+func (e *Engine) applyAlarm(a *pb.AlarmRequest) (proto.Message, error, error) {
+	resp := &pb.AlarmResponse{Header: &pb.ResponseHeader{Revision: e.store.Rev()}}
+	am := &pb.AlarmMember{MemberID: a.GetMemberID(), Alarm: a.GetAlarm()}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch a.GetAction() {
+	case pb.AlarmRequest_GET:
+		for _, x := range e.alarms {
+			if a.GetAlarm() == pb.AlarmType_NONE || x.GetAlarm() == a.GetAlarm() {
+				resp.Alarms = append(resp.Alarms, proto.Clone(x).(*pb.AlarmMember))
+			}
+		}
+	case pb.AlarmRequest_ACTIVATE:
+		if a.GetAlarm() == pb.AlarmType_NONE {
+			return resp, nil, nil
+		}
+		for _, x := range e.alarms {
+			if proto.Equal(x, am) {
+				return resp, nil, nil
+			}
+		}
+		key, _ := proto.Marshal(am)
+		if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+			w.Put(mvcc.BucketAlarm, key, nil)
+			return nil
+		}); err != nil {
+			return nil, nil, err
+		}
+		e.alarms = append(e.alarms, am)
+		resp.Alarms = append(resp.Alarms, am)
+	case pb.AlarmRequest_DEACTIVATE:
+		for i, x := range e.alarms {
+			if proto.Equal(x, am) {
+				key, _ := proto.Marshal(am)
+				if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+					w.Delete(mvcc.BucketAlarm, key)
+					return nil
+				}); err != nil {
+					return nil, nil, err
+				}
+				e.alarms = append(e.alarms[:i], e.alarms[i+1:]...)
+				resp.Alarms = append(resp.Alarms, am)
+				break
+			}
+		}
+	}
+	return resp, nil, nil
+}
+
+// setClusterVersion records the cluster version, and the storage version
+// v3.6 writes once the cluster runs 3.6.
+func (e *Engine) setClusterVersion(ver string) error {
+	e.mu.Lock()
+	e.clusterVersion = ver
+	e.mu.Unlock()
+	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+		w.Put(mvcc.BucketCluster, []byte("clusterVersion"), []byte(ver))
+		if semverAtLeast36(ver) {
+			w.Put(mvcc.BucketMeta, mvcc.MetaStorageVersion, []byte(ClusterVersion))
+		}
+		return nil
+	})
+}
+
+func semverAtLeast36(v string) bool {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	mnr, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > 3 || (maj == 3 && mnr >= 6)
+}
+
+func (e *Engine) setMemberAttributes(id uint64, a *membershippb.Attributes) error {
+	e.mu.Lock()
+	m, ok := e.members[id]
+	if !ok {
+		e.mu.Unlock()
+		return nil // etcd ignores attributes of an unknown (removed) member
+	}
+	m.Name = a.GetName()
+	m.ClientURLs = append([]string(nil), a.GetClientUrls()...)
+	val := marshalMember(*m)
+	e.mu.Unlock()
+	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+		w.Put(mvcc.BucketMembers, memberKey(id), val)
+		return nil
+	})
+}
+
+// applyV2 applies the two v2 requests etcd v3.6 still accepts: a PUT of a
+// member's attributes or of the cluster version; others are ignored.
+func (e *Engine) applyV2(r v2Request) error {
+	if r.Method != "PUT" {
+		return nil
+	}
+	p := r.Path
+	switch {
+	case p == "/0/version":
+		return e.setClusterVersion(r.Val)
+	case strings.HasPrefix(p, "/0/members/") && path.Base(p) == "attributes":
+		id, err := strconv.ParseUint(path.Base(path.Dir(p)), 16, 64)
+		if err != nil {
+			return nil
+		}
+		var attr struct {
+			Name       string   `json:"name,omitempty"`
+			ClientURLs []string `json:"clientURLs,omitempty"`
+		}
+		if err := json.Unmarshal([]byte(r.Val), &attr); err != nil {
+			return nil
+		}
+		return e.setMemberAttributes(id, &membershippb.Attributes{Name: attr.Name, ClientUrls: attr.ClientURLs})
+	}
+	return nil
+}
+
+// applyConfChange changes the membership (and, above the consistent index,
+// the members buckets) and the raft configuration.
+func (e *Engine) applyConfChange(idx, term uint64, cc *raftpb.ConfChange, applyConf ConfChanger) error {
+	var ctx confChangeContext
+	if len(cc.GetContext()) > 0 {
+		if err := json.Unmarshal(cc.GetContext(), &ctx); err != nil {
+			return fmt.Errorf("engine: entry %d: conf change context is not member JSON: %w", idx, err)
+		}
+	}
+	id := cc.GetNodeId()
+	var put []byte
+	var del bool
+	e.mu.Lock()
+	switch cc.GetType() {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		if ctx.IsPromote {
+			if m, ok := e.members[id]; ok {
+				m.IsLearner = false
+				put = marshalMember(*m)
+			}
+		} else {
+			m := ctx.Member
+			m.ID = id
+			m.IsLearner = cc.GetType() == raftpb.ConfChangeAddLearnerNode
+			e.members[id] = &m
+			put = marshalMember(m)
+		}
+	case raftpb.ConfChangeRemoveNode:
+		delete(e.members, id)
+		e.removed[id] = true
+		del = true
+	case raftpb.ConfChangeUpdateNode:
+		if m, ok := e.members[id]; ok {
+			m.PeerURLs = ctx.PeerURLs
+			put = marshalMember(*m)
+		}
+	}
+	e.mu.Unlock()
+	cs := applyConf(cc)
+	return e.withIndex(idx, term, func() error {
+		if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+			if put != nil {
+				w.Put(mvcc.BucketMembers, memberKey(id), put)
+			}
+			if del {
+				w.Delete(mvcc.BucketMembers, memberKey(id))
+				w.Put(mvcc.BucketMembersRemoved, memberKey(id), []byte("removed"))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return e.saveConfState(cs)
+	})
+}
+
+type confStateJSON struct {
+	Voters         []uint64 `json:"voters,omitempty"`
+	Learners       []uint64 `json:"learners,omitempty"`
+	VotersOutgoing []uint64 `json:"voters_outgoing,omitempty"`
+	LearnersNext   []uint64 `json:"learners_next,omitempty"`
+	AutoLeave      bool     `json:"auto_leave"`
+}
+
+// saveConfState records the configuration in memory and as meta/confState.
+func (e *Engine) saveConfState(cs *raftpb.ConfState) error {
+	if cs == nil {
+		return nil
+	}
+	e.mu.Lock()
+	e.confState = proto.Clone(cs).(*raftpb.ConfState)
+	e.mu.Unlock()
+	b, _ := json.Marshal(confStateJSON{Voters: cs.GetVoters(), Learners: cs.GetLearners(),
+		VotersOutgoing: cs.GetVotersOutgoing(), LearnersNext: cs.GetLearnersNext(), AutoLeave: cs.GetAutoLeave()})
+	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+		w.Put(mvcc.BucketMeta, mvcc.MetaConfState, b)
+		return nil
+	})
+}
+
+// v2Request is the part of a v2 etcdserverpb.Request (proto2: ID=1,
+// Method=2, Path=3, Val=4, ...) that etcd v3.6 still applies. The v3.7 API
+// module no longer ships the message, so it is decoded here.
+type v2Request struct {
+	Method, Path, Val string
+}
+
+// parseV2Request decodes a v2 Request; ok is false when data is not one
+// (a v2 Request always carries Method).
+func parseV2Request(data []byte) (r v2Request, ok bool) {
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return r, false
+		}
+		data = data[n:]
+		if typ == protowire.BytesType && num >= 2 && num <= 4 {
+			v, m := protowire.ConsumeBytes(data)
+			if m < 0 {
+				return r, false
+			}
+			switch num {
+			case 2:
+				r.Method = string(v)
+			case 3:
+				r.Path = string(v)
+			case 4:
+				r.Val = string(v)
+			}
+			data = data[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, data)
+		if m < 0 {
+			return r, false
+		}
+		data = data[m:]
+	}
+	return r, r.Method != ""
+}

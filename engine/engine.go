@@ -1,0 +1,677 @@
+package engine
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/etckit/etckit/corrupt"
+	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/snap"
+	"github.com/etckit/etckit/vfs"
+	"github.com/etckit/etckit/wal"
+	bolt "go.etcd.io/bbolt"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Defaults, as etcd v3.6.
+const (
+	DefaultSnapshotCount = 10000
+	// DefaultSnapshotCatchUpEntries is how many entries stay in the raft
+	// log after a snapshot, for slow followers.
+	DefaultSnapshotCatchUpEntries = 5000
+	DefaultMaxSnapshots           = 5
+	DefaultMaxWALs                = 5
+	// ClusterVersion is the cluster and storage version etckit writes.
+	ClusterVersion = "3.6.0"
+)
+
+// Options configures Open. Name, DataDir and (for a new member)
+// InitialCluster are required; the rest defaults to etcd's values.
+type Options struct {
+	Name    string
+	DataDir string
+	// WALDir is --wal-dir; default <DataDir>/member/wal.
+	WALDir string
+	// InitialCluster is --initial-cluster ("name=url,..."), used only when
+	// the member is new (no WAL yet).
+	InitialCluster string
+	// InitialClusterToken is --initial-cluster-token (default "etcd-cluster").
+	InitialClusterToken string
+	// InitialAdvertisePeerURLs must equal this member's URLs in
+	// InitialCluster when given.
+	InitialAdvertisePeerURLs []string
+	// SnapshotCount is --snapshot-count: a snapshot every so many applied
+	// entries (default 10,000).
+	SnapshotCount uint64
+	// CatchUpEntries stay in the in-memory raft log after a snapshot.
+	CatchUpEntries uint64
+	// MaxSnapshots and MaxWALs are how many .snap files and WAL segments
+	// are kept (default 5; negative disables purging).
+	MaxSnapshots, MaxWALs int
+	// FS holds the WAL and the .snap files (default vfs.OS{}). The bbolt db
+	// always goes through the operating system.
+	FS vfs.FS
+	// NoSync skips fsync (tests only, like --unsafe-no-fsync).
+	NoSync bool
+	// WALSegmentSize overrides the WAL segment size (tests).
+	WALSegmentSize int64
+	// MVCC configures the key-value store.
+	MVCC mvcc.Options
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.WALDir == "" {
+		o.WALDir = filepath.Join(o.DataDir, "member", "wal")
+	}
+	if o.InitialClusterToken == "" {
+		o.InitialClusterToken = "etcd-cluster"
+	}
+	if o.SnapshotCount == 0 {
+		o.SnapshotCount = DefaultSnapshotCount
+	}
+	if o.CatchUpEntries == 0 {
+		o.CatchUpEntries = DefaultSnapshotCatchUpEntries
+	}
+	if o.MaxSnapshots == 0 {
+		o.MaxSnapshots = DefaultMaxSnapshots
+	}
+	if o.MaxWALs == 0 {
+		o.MaxWALs = DefaultMaxWALs
+	}
+	if o.FS == nil {
+		o.FS = vfs.OS{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.NoSync {
+		o.MVCC.Backend.NoSync = true
+	}
+}
+
+// Engine is one member's data directory, open for serving: the WAL, the
+// snapshots, the MVCC store and the raft log in memory.
+type Engine struct {
+	opts    Options
+	fs      vfs.FS
+	snapDir string
+	dbPath  string
+	log     *slog.Logger
+
+	w     *wal.WAL
+	store *mvcc.Store
+	rs    *raft.MemoryStorage
+
+	id, clusterID uint64
+	bootstrapped  bool // this Open created the member
+
+	mu             sync.RWMutex // guards the fields below (read by the gRPC side)
+	members        map[uint64]*Member
+	removed        map[uint64]bool
+	clusterVersion string
+	alarms         []*pb.AlarmMember
+	confState      *raftpb.ConfState
+	appliedIndex   uint64
+	appliedTerm    uint64
+	snapshotIndex  uint64
+	commitIndex    uint64
+	ci             uint64 // consistent_index of the db
+	term           uint64 // last known raft term (from HardState)
+}
+
+// Open opens the member in opts.DataDir, bootstrapping it from
+// opts.InitialCluster if its WAL directory holds no segment.
+func Open(opts Options) (*Engine, error) {
+	opts.setDefaults()
+	if opts.DataDir == "" {
+		return nil, errors.New("engine: Options.DataDir is required")
+	}
+	e := &Engine{
+		opts:    opts,
+		fs:      opts.FS,
+		snapDir: filepath.Join(opts.DataDir, "member", "snap"),
+		log:     opts.Logger,
+		members: make(map[uint64]*Member),
+		removed: make(map[uint64]bool),
+	}
+	e.dbPath = filepath.Join(e.snapDir, "db")
+	for _, d := range []string{opts.DataDir, filepath.Join(opts.DataDir, "member"), e.snapDir} {
+		if err := e.fs.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("engine: create %s: %w", d, err)
+		}
+	}
+	if err := e.removeTempFiles(); err != nil {
+		return nil, err
+	}
+	var err error
+	if wal.Exist(e.fs, opts.WALDir) {
+		err = e.openExisting()
+	} else {
+		err = e.bootstrap()
+	}
+	if err != nil {
+		e.closeAll()
+		return nil, err
+	}
+	return e, nil
+}
+
+// removeTempFiles deletes snap/tmp* as etcd does at boot.
+func (e *Engine) removeTempFiles() error {
+	names, err := e.fs.ReadDirNames(e.snapDir)
+	if err != nil {
+		return fmt.Errorf("engine: list %s: %w", e.snapDir, err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "tmp") {
+			p := filepath.Join(e.snapDir, n)
+			if err := e.fs.Remove(p); err != nil {
+				return fmt.Errorf("engine: remove %s: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (e *Engine) walOptions() wal.Options {
+	return wal.Options{FS: e.fs, NoSync: e.opts.NoSync, SegmentSize: e.opts.WALSegmentSize}
+}
+
+// bootstrap creates a new member of a new cluster: the WAL with its
+// metadata, the bootstrap conf-change entries (FORMATS §5.6) and HardState
+// {term 1, commit n}, and the db with etcd's buckets. The members bucket is
+// filled when the conf changes are applied, as etcd does.
+func (e *Engine) bootstrap() error {
+	o := e.opts
+	if o.Name == "" {
+		return errors.New("engine: bootstrap: Options.Name is required")
+	}
+	members, cid, err := InitialMembers(o.InitialCluster, o.InitialClusterToken)
+	if err != nil {
+		return err
+	}
+	var self *Member
+	for i := range members {
+		if members[i].Name == o.Name {
+			self = &members[i]
+		}
+	}
+	if self == nil {
+		return fmt.Errorf("engine: bootstrap: member %q is not in --initial-cluster %q", o.Name, o.InitialCluster)
+	}
+	if len(o.InitialAdvertisePeerURLs) > 0 {
+		adv := slices.Clone(o.InitialAdvertisePeerURLs)
+		slices.Sort(adv)
+		if !slices.Equal(adv, self.PeerURLs) {
+			return fmt.Errorf("engine: bootstrap: --initial-advertise-peer-urls %v do not match %s's URLs %v in --initial-cluster",
+				o.InitialAdvertisePeerURLs, o.Name, self.PeerURLs)
+		}
+	}
+	if err := e.fs.MkdirAll(filepath.Dir(o.WALDir), 0o700); err != nil {
+		return fmt.Errorf("engine: create %s: %w", filepath.Dir(o.WALDir), err)
+	}
+	e.id, e.clusterID = self.ID, cid
+	e.bootstrapped = true
+
+	if e.store, err = mvcc.Open(e.dbPath, e.opts.MVCC); err != nil {
+		return err
+	}
+	if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
+		for _, b := range mvcc.AllBuckets() {
+			w.EnsureBucket(b)
+		}
+		// etcd's auth store starts at revision 1.
+		w.Put(mvcc.BucketAuth, []byte("authRevision"), binary.BigEndian.AppendUint64(nil, 1))
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := e.store.Commit(); err != nil {
+		return err
+	}
+
+	ents, err := BootstrapEntries(members)
+	if err != nil {
+		return err
+	}
+	md := MarshalMetadata(e.id, e.clusterID)
+	if e.w, err = wal.Create(o.WALDir, md, e.walOptions()); err != nil {
+		return err
+	}
+	hs := &raftpb.HardState{Term: proto.Uint64(1), Vote: proto.Uint64(0), Commit: proto.Uint64(uint64(len(ents)))}
+	if err := e.w.Save(hs, ents); err != nil {
+		return err
+	}
+	e.rs = raft.NewMemoryStorage()
+	if err := e.rs.SetHardState(hs); err != nil {
+		return err
+	}
+	if err := e.rs.Append(ents); err != nil {
+		return err
+	}
+	e.term, e.commitIndex = 1, uint64(len(ents))
+	e.confState = &raftpb.ConfState{}
+	e.log.Info("bootstrapped new member", "name", o.Name, "member-id", fmt.Sprintf("%x", e.id),
+		"cluster-id", fmt.Sprintf("%x", e.clusterID), "data-dir", o.DataDir, "wal-dir", o.WALDir)
+	return nil
+}
+
+// BootstrapEntries returns the conf-change entries raft's bootstrap appends
+// for the initial members (sorted by ID): term 1, index 1..n, ConfChange{ID
+// 0, AddNode, NodeID, member JSON}.
+func BootstrapEntries(members []Member) ([]*raftpb.Entry, error) {
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b Member) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	ents := make([]*raftpb.Entry, 0, len(ms))
+	for i, m := range ms {
+		typ := raftpb.ConfChangeAddNode
+		if m.IsLearner {
+			typ = raftpb.ConfChangeAddLearnerNode
+		}
+		cc := &raftpb.ConfChange{Id: proto.Uint64(0), Type: &typ, NodeId: proto.Uint64(m.ID), Context: marshalMember(m)}
+		data, err := proto.Marshal(cc)
+		if err != nil {
+			return nil, fmt.Errorf("engine: marshal conf change: %w", err)
+		}
+		et := raftpb.EntryConfChange
+		ents = append(ents, &raftpb.Entry{Term: proto.Uint64(1), Index: proto.Uint64(uint64(i + 1)), Type: &et, Data: data})
+	}
+	return ents, nil
+}
+
+// MarshalMetadata returns the WAL metadata etcd writes:
+// etcdserverpb.Metadata{NodeID, ClusterID}.
+func MarshalMetadata(nodeID, clusterID uint64) []byte {
+	b, _ := proto.Marshal(&pb.Metadata{NodeID: proto.Uint64(nodeID), ClusterID: proto.Uint64(clusterID)})
+	return b
+}
+
+// openExisting opens a member that has a WAL (FORMATS §1.5).
+func (e *Engine) openExisting() error {
+	o := e.opts
+	valid, err := wal.ValidSnapshotEntries(o.WALDir, e.walOptions())
+	if err != nil {
+		return err
+	}
+	points := make([]snap.Point, 0, len(valid))
+	for _, s := range valid {
+		points = append(points, snap.Point{Term: s.Term, Index: s.Index})
+	}
+	var snapshot *raftpb.Snapshot
+	s, p, skipped, err := snap.LoadNewest(e.fs, e.snapDir, points)
+	for _, serr := range skipped {
+		e.log.Warn("skipped a snapshot file that failed to load", "error", serr)
+		var ce *corrupt.Error
+		if errors.As(serr, &ce) && ce.Path != "" {
+			if qerr := snap.Quarantine(e.fs, ce.Path); qerr != nil {
+				e.log.Warn("could not quarantine snapshot", "path", ce.Path, "error", qerr)
+			}
+		}
+	}
+	switch {
+	case err == nil:
+		snapshot = s
+		e.log.Info("loaded snapshot", "term", p.Term, "index", p.Index)
+	case errors.Is(err, snap.ErrNoSnapshot):
+	default:
+		return err
+	}
+	walSnap := wal.Snapshot{}
+	if snapshot != nil {
+		md := snapshot.GetMetadata()
+		walSnap = wal.Snapshot{Index: md.GetIndex(), Term: md.GetTerm(), ConfState: md.GetConfState()}
+		if err := e.maybeReplaceDB(md.GetIndex()); err != nil {
+			return err
+		}
+	}
+	if e.store, err = mvcc.Open(e.dbPath, e.opts.MVCC); err != nil {
+		return err
+	}
+	if e.ci, _, err = e.store.ConsistentIndex(); err != nil {
+		return err
+	}
+
+	md, hs, ents, err := e.readWAL(walSnap)
+	if err != nil {
+		return err
+	}
+	var meta pb.Metadata
+	if err := proto.Unmarshal(md, &meta); err != nil {
+		return corrupt.New(o.WALDir, 0, corrupt.Damaged, "WAL metadata is not etcdserverpb.Metadata", err)
+	}
+	e.id, e.clusterID = meta.GetNodeID(), meta.GetClusterID()
+	if e.id == 0 {
+		return corrupt.New(o.WALDir, 0, corrupt.Damaged, "WAL metadata has no NodeID", nil)
+	}
+
+	e.rs = raft.NewMemoryStorage()
+	e.confState = &raftpb.ConfState{}
+	if snapshot != nil {
+		if err := e.rs.ApplySnapshot(snapshot); err != nil {
+			return fmt.Errorf("engine: apply snapshot %s: %w", p, err)
+		}
+		e.confState = proto.Clone(snapshot.GetMetadata().GetConfState()).(*raftpb.ConfState)
+		e.appliedIndex = snapshot.GetMetadata().GetIndex()
+		e.appliedTerm = snapshot.GetMetadata().GetTerm()
+		e.snapshotIndex = e.appliedIndex
+	}
+	if hs != nil {
+		if err := e.rs.SetHardState(hs); err != nil {
+			return err
+		}
+		e.term, e.commitIndex = hs.GetTerm(), hs.GetCommit()
+	}
+	if err := e.rs.Append(ents); err != nil {
+		return fmt.Errorf("engine: %s: append WAL entries: %w", o.WALDir, err)
+	}
+	if e.ci > e.commitIndex && e.commitIndex > 0 {
+		e.log.Warn("db consistent_index is ahead of the WAL commit", "consistent-index", e.ci, "commit", e.commitIndex)
+	}
+	if err := e.loadMembership(snapshot); err != nil {
+		return err
+	}
+	e.log.Info("opened member", "member-id", fmt.Sprintf("%x", e.id), "cluster-id", fmt.Sprintf("%x", e.clusterID),
+		"consistent-index", e.ci, "commit", e.commitIndex, "entries", len(ents), "revision", e.store.Rev())
+	return nil
+}
+
+// readWAL opens the WAL for writing at snap and reads it, repairing a torn
+// tail once.
+func (e *Engine) readWAL(at wal.Snapshot) ([]byte, *raftpb.HardState, []*raftpb.Entry, error) {
+	for attempt := 0; ; attempt++ {
+		w, err := wal.Open(e.opts.WALDir, at, e.walOptions())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		md, hs, ents, err := w.ReadAll()
+		if err == nil {
+			e.w = w
+			return md, hs, ents, nil
+		}
+		_ = w.Close()
+		if attempt > 0 || !errors.Is(err, corrupt.ErrTornTail) {
+			return nil, nil, nil, err
+		}
+		rep, rerr := wal.Repair(e.opts.WALDir, e.walOptions())
+		if rerr != nil {
+			return nil, nil, nil, fmt.Errorf("engine: repair after %v: %w", err, rerr)
+		}
+		e.log.Warn("repaired torn WAL tail", "report", rep.String())
+	}
+}
+
+// maybeReplaceDB renames snap/<index>.snap.db over snap/db when the db is
+// older than the snapshot (a snapshot received from a leader whose apply was
+// interrupted).
+func (e *Engine) maybeReplaceDB(index uint64) error {
+	src := filepath.Join(e.snapDir, snap.DBFileName(index))
+	if _, err := os.Stat(src); err != nil {
+		return nil
+	}
+	ci := uint64(0)
+	if _, err := os.Stat(e.dbPath); err == nil {
+		db, err := bolt.Open(e.dbPath, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			return fmt.Errorf("engine: open %s: %w", e.dbPath, err)
+		}
+		_ = db.View(func(tx *bolt.Tx) error {
+			if b := tx.Bucket(mvcc.BucketMeta); b != nil {
+				if v := b.Get(mvcc.MetaConsistentIndex); len(v) == 8 {
+					ci = binary.BigEndian.Uint64(v)
+				}
+			}
+			return nil
+		})
+		_ = db.Close()
+	}
+	if ci >= index {
+		return nil
+	}
+	if err := os.Rename(src, e.dbPath); err != nil {
+		return fmt.Errorf("engine: replace db by %s: %w", src, err)
+	}
+	e.log.Info("replaced db by newer snapshot db", "from", src, "db-consistent-index", ci, "snapshot-index", index)
+	return nil
+}
+
+// loadMembership reads the members, members_removed, cluster and alarm
+// buckets (etcd v3.6), falling back to the v2 store of the snapshot for a
+// db without members (etcd v3.5).
+func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
+	if err := e.store.Commit(); err != nil {
+		return err
+	}
+	v := e.store.Backend().Snapshot()
+	defer v.Release()
+	tx := v.Tx()
+	if b := tx.Bucket(mvcc.BucketMembers); b != nil {
+		if err := b.ForEach(func(k, val []byte) error {
+			var m Member
+			if err := json.Unmarshal(val, &m); err != nil {
+				return corrupt.New(e.dbPath, 0, corrupt.Damaged, fmt.Sprintf("members/%s is not member JSON", k), err)
+			}
+			e.members[m.ID] = &m
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if b := tx.Bucket(mvcc.BucketMembersRemoved); b != nil {
+		_ = b.ForEach(func(k, _ []byte) error {
+			var id uint64
+			if _, err := fmt.Sscanf(string(k), "%x", &id); err == nil {
+				e.removed[id] = true
+			}
+			return nil
+		})
+	}
+	if b := tx.Bucket(mvcc.BucketCluster); b != nil {
+		e.clusterVersion = string(b.Get([]byte("clusterVersion")))
+	}
+	if b := tx.Bucket(mvcc.BucketAlarm); b != nil {
+		_ = b.ForEach(func(k, _ []byte) error {
+			var am pb.AlarmMember
+			if err := proto.Unmarshal(k, &am); err == nil {
+				e.alarms = append(e.alarms, &am)
+			}
+			return nil
+		})
+	}
+	if len(e.members) == 0 && snapshot != nil && len(snapshot.GetData()) > 0 {
+		st, err := snap.DecodeV2Store(snapshot.GetData())
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			e.members[m.ID] = &Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, Name: m.Name, ClientURLs: m.ClientURLs}
+		}
+		for _, id := range st.Removed {
+			e.removed[id] = true
+		}
+		if e.clusterVersion == "" {
+			e.clusterVersion = st.Version
+		}
+	}
+	return nil
+}
+
+// ID is this member's ID; ClusterID the cluster's.
+func (e *Engine) ID() uint64        { return e.id }
+func (e *Engine) ClusterID() uint64 { return e.clusterID }
+
+// Bootstrapped reports whether Open created this member.
+func (e *Engine) Bootstrapped() bool { return e.bootstrapped }
+
+// Store is the MVCC store.
+func (e *Engine) Store() *mvcc.Store { return e.store }
+
+// RaftStorage is the raft log: a raft.MemoryStorage loaded from the newest
+// snapshot and the WAL, kept in step by SaveReady.
+func (e *Engine) RaftStorage() *raft.MemoryStorage { return e.rs }
+
+// DBPath is member/snap/db.
+func (e *Engine) DBPath() string { return e.dbPath }
+
+// Applied returns the index and term of the last applied entry.
+func (e *Engine) Applied() (index, term uint64) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.appliedIndex, e.appliedTerm
+}
+
+// Term is the last raft term persisted.
+func (e *Engine) Term() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.term
+}
+
+// CommitIndex is the last commit index persisted.
+func (e *Engine) CommitIndex() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.commitIndex
+}
+
+// ClusterVersion is the applied cluster version ("" before one is set).
+func (e *Engine) ClusterVersion() string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.clusterVersion
+}
+
+// Members returns a copy of the members sorted by ID.
+func (e *Engine) Members() []Member {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]Member, 0, len(e.members))
+	for _, m := range e.members {
+		c := *m
+		c.PeerURLs = slices.Clone(m.PeerURLs)
+		c.ClientURLs = slices.Clone(m.ClientURLs)
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Member returns the member with id.
+func (e *Engine) Member(id uint64) (Member, bool) {
+	for _, m := range e.Members() {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// Alarms returns the active alarms.
+func (e *Engine) Alarms() []*pb.AlarmMember {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]*pb.AlarmMember, len(e.alarms))
+	for i, a := range e.alarms {
+		out[i] = proto.Clone(a).(*pb.AlarmMember)
+	}
+	return out
+}
+
+// ConfState is the current raft configuration.
+func (e *Engine) ConfState() *raftpb.ConfState {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return proto.Clone(e.confState).(*raftpb.ConfState)
+}
+
+// SaveReady persists what a raft Ready asks to persist, in etcd's order: a
+// snapshot first (.snap file, then its WAL record), then the entries and
+// HardState (the WAL syncs when raft requires it), then the in-memory log.
+func (e *Engine) SaveReady(hs *raftpb.HardState, ents []*raftpb.Entry, snapshot *raftpb.Snapshot) error {
+	hasSnap := snapshot != nil && !raft.IsEmptySnap(snapshot)
+	if hasSnap {
+		if _, err := snap.Save(e.fs, e.snapDir, snapshot); err != nil {
+			return err
+		}
+		md := snapshot.GetMetadata()
+		if err := e.w.SaveSnapshot(wal.Snapshot{Index: md.GetIndex(), Term: md.GetTerm(), ConfState: md.GetConfState()}); err != nil {
+			return err
+		}
+	}
+	if hs == nil {
+		hs = &raftpb.HardState{}
+	}
+	if err := e.w.Save(hs, ents); err != nil {
+		return err
+	}
+	if hasSnap {
+		if err := e.rs.ApplySnapshot(snapshot); err != nil {
+			return err
+		}
+		if err := e.w.ReleaseLockTo(snapshot.GetMetadata().GetIndex()); err != nil {
+			return err
+		}
+	}
+	if !raft.IsEmptyHardState(hs) {
+		if err := e.rs.SetHardState(hs); err != nil {
+			return err
+		}
+		e.mu.Lock()
+		e.term, e.commitIndex = hs.GetTerm(), hs.GetCommit()
+		e.mu.Unlock()
+	}
+	if len(ents) > 0 {
+		if err := e.rs.Append(ents); err != nil {
+			return fmt.Errorf("engine: append to raft log: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close closes the WAL and the store.
+func (e *Engine) Close() error {
+	return e.closeAll()
+}
+
+func (e *Engine) closeAll() error {
+	var errs []error
+	if e.w != nil {
+		errs = append(errs, e.w.Close())
+		e.w = nil
+	}
+	if e.store != nil {
+		errs = append(errs, e.store.Close())
+		e.store = nil
+	}
+	return errors.Join(errs...)
+}
+
+var _ io.Closer = (*Engine)(nil)
