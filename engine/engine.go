@@ -68,7 +68,7 @@ type Options struct {
 	// WALSegmentSize overrides the WAL segment size (tests).
 	WALSegmentSize int64
 	// MVCC configures the key-value store.
-	MVCC mvcc.Options
+	MVCC   mvcc.Options
 	Logger *slog.Logger
 }
 
