@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/etckit/etckit/engine"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// flags holds the values of the serve command's flags (etcd's names).
+type flags struct {
+	name, dataDir, walDir                           string
+	listenClientURLs, advertiseClientURLs           string
+	listenPeerURLs, initialAdvertisePeerURLs        string
+	initialCluster, initialClusterState, clusterTok string
+	snapshotCount                                   uint64
+	quotaBackendBytes                               int64
+	maxRequestBytes                                 uint
+	maxTxnOps                                       uint
+	maxSnapshots, maxWALs                           uint
+	heartbeatMs, electionMs                         uint
+	logLevel                                        string
+	unsafeNoFsync                                   bool
+}
+
+// NewCommand returns the `serve` command: run one etcd member on a data
+// directory with etcd's flags (also read from ETCD_<FLAG> environment
+// variables, dashes as underscores), until SIGINT or SIGTERM.
+func NewCommand() *cobra.Command {
+	var f flags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run an etcd member (v3 API) on an etcd data directory",
+		Long: `Run an etcd member serving the etcd v3 gRPC API (KV, Lease, Cluster,
+Maintenance) and /health, /version, /metrics on the client URLs, over a data
+directory laid out byte for byte as etcd v3.6 does. Flags are etcd's; each can
+also be set as ETCD_<FLAG_NAME> (e.g. ETCD_DATA_DIR).
+
+With no flags it starts one member named "default" with its data in
+./default.etckit and the client API on 127.0.0.1:2379.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := setFlagsFromEnv(cmd.Flags(), os.LookupEnv); err != nil {
+				return err
+			}
+			cfg, err := f.config(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, cfg)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.name, "name", "default", "Human-readable name for this member.")
+	fs.StringVar(&f.dataDir, "data-dir", "", "Path to the data directory (default ${name}.etckit).")
+	fs.StringVar(&f.walDir, "wal-dir", "", "Path to the dedicated WAL directory (default ${data-dir}/member/wal).")
+	fs.StringVar(&f.listenClientURLs, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client traffic.")
+	fs.StringVar(&f.advertiseClientURLs, "advertise-client-urls", "", "List of this member's client URLs to advertise to the cluster (default: the listen URLs).")
+	fs.StringVar(&f.listenPeerURLs, "listen-peer-urls", "http://localhost:2380", "List of URLs to listen on for peer traffic (peer transport not implemented yet).")
+	fs.StringVar(&f.initialAdvertisePeerURLs, "initial-advertise-peer-urls", "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster.")
+	fs.StringVar(&f.initialCluster, "initial-cluster", "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls}).")
+	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
+	fs.StringVar(&f.clusterTok, "initial-cluster-token", "etcd-cluster", "Initial cluster token for the etcd cluster during bootstrap.")
+	fs.Uint64Var(&f.snapshotCount, "snapshot-count", engine.DefaultSnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
+	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Raise alarms when backend size exceeds the given quota. 0 means use the default quota (2 GiB).")
+	fs.UintVar(&f.maxRequestBytes, "max-request-bytes", DefaultMaxRequestBytes, "Maximum client request size in bytes the server will accept.")
+	fs.UintVar(&f.maxTxnOps, "max-txn-ops", DefaultMaxTxnOps, "Maximum number of operations permitted in a transaction.")
+	fs.UintVar(&f.maxSnapshots, "max-snapshots", engine.DefaultMaxSnapshots, "Maximum number of snapshot files to retain (0 is unlimited).")
+	fs.UintVar(&f.maxWALs, "max-wals", engine.DefaultMaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
+	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
+	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
+	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
+	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
+	return cmd
+}
+
+// setFlagsFromEnv sets every flag not given on the command line from
+// ETCD_<NAME> (upper case, dashes as underscores), as etcd does.
+func setFlagsFromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	var err error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if err != nil || fl.Changed {
+			return
+		}
+		key := "ETCD_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := lookup(key); ok && v != "" {
+			if serr := fs.Set(fl.Name, v); serr != nil {
+				err = fmt.Errorf("invalid value %q for %s: %w", v, key, serr)
+			}
+		}
+	})
+	return err
+}
+
+func splitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (f *flags) config(cmd *cobra.Command) (Config, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return Config{}, fmt.Errorf("--log-level %q: %w", f.logLevel, err)
+	}
+	logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+	if f.dataDir == "" {
+		f.dataDir = f.name + ".etckit"
+	}
+	if f.initialCluster == "" {
+		var parts []string
+		for _, u := range splitURLs(f.initialAdvertisePeerURLs) {
+			parts = append(parts, f.name+"="+u)
+		}
+		f.initialCluster = strings.Join(parts, ",")
+	}
+	if f.initialClusterState != "new" && f.initialClusterState != "existing" {
+		return Config{}, fmt.Errorf("--initial-cluster-state %q: want new or existing", f.initialClusterState)
+	}
+	if f.heartbeatMs == 0 || f.electionMs < 5*f.heartbeatMs {
+		return Config{}, fmt.Errorf("--election-timeout (%d) must be at least 5 times --heartbeat-interval (%d)", f.electionMs, f.heartbeatMs)
+	}
+	maxSnaps, maxWALs := int(f.maxSnapshots), int(f.maxWALs)
+	if maxSnaps == 0 {
+		maxSnaps = -1
+	}
+	if maxWALs == 0 {
+		maxWALs = -1
+	}
+	return Config{
+		Engine: engine.Options{
+			Name:                     f.name,
+			DataDir:                  f.dataDir,
+			WALDir:                   f.walDir,
+			InitialCluster:           f.initialCluster,
+			InitialClusterToken:      f.clusterTok,
+			InitialAdvertisePeerURLs: splitURLs(f.initialAdvertisePeerURLs),
+			SnapshotCount:            f.snapshotCount,
+			MaxSnapshots:             maxSnaps,
+			MaxWALs:                  maxWALs,
+			NoSync:                   f.unsafeNoFsync,
+		},
+		ListenClientURLs:    splitURLs(f.listenClientURLs),
+		AdvertiseClientURLs: splitURLs(f.advertiseClientURLs),
+		MaxRequestBytes:     int(f.maxRequestBytes),
+		MaxTxnOps:           int(f.maxTxnOps),
+		QuotaBackendBytes:   f.quotaBackendBytes,
+		TickInterval:        time.Duration(f.heartbeatMs) * time.Millisecond,
+		ElectionTicks:       int(f.electionMs / f.heartbeatMs),
+		Logger:              logger,
+	}, nil
+}
+
+// Run starts a member with cfg and serves until ctx is done (a signal) or
+// the member stops on an error; then it shuts down cleanly.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Serve(); err != nil {
+		s.Stop()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		s.log.Info("received signal; shutting down")
+	case <-s.Stopped():
+	}
+	s.Stop()
+	return s.Err()
+}

@@ -1,0 +1,506 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"hash/crc32"
+	"io"
+	"math"
+
+	"github.com/etckit/etckit/mvcc"
+	bolt "go.etcd.io/bbolt"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+func newGRPCServer(s *Server) *grpc.Server {
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes+grpcOverheadBytes),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+	)
+	pb.RegisterKVServer(gs, &kvServer{s: s})
+	pb.RegisterClusterServer(gs, &clusterServer{s: s})
+	pb.RegisterMaintenanceServer(gs, &maintenanceServer{s: s})
+	pb.RegisterLeaseServer(gs, &leaseServer{s: s})
+	return gs
+}
+
+// toGRPCError maps an error to etcd's gRPC status (v3rpc/util.go).
+func toGRPCError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return rpctypes.ErrGRPCCanceled
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return rpctypes.ErrGRPCDeadlineExceeded
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for from, to := range map[error]error{
+		mvcc.ErrCompacted:         rpctypes.ErrGRPCCompacted,
+		mvcc.ErrFutureRev:         rpctypes.ErrGRPCFutureRev,
+		mvcc.ErrEmptyKey:          rpctypes.ErrGRPCEmptyKey,
+		mvcc.ErrKeyNotFound:       rpctypes.ErrGRPCKeyNotFound,
+		mvcc.ErrValueProvided:     rpctypes.ErrGRPCValueProvided,
+		mvcc.ErrLeaseProvided:     rpctypes.ErrGRPCLeaseProvided,
+		mvcc.ErrTooManyOps:        rpctypes.ErrGRPCTooManyOps,
+		mvcc.ErrDuplicateKey:      rpctypes.ErrGRPCDuplicateKey,
+		mvcc.ErrInvalidSortOption: rpctypes.ErrGRPCInvalidSortOption,
+		mvcc.ErrLeaseNotFound:     rpctypes.ErrGRPCLeaseNotFound,
+		mvcc.ErrLeaseExists:       rpctypes.ErrGRPCLeaseExist,
+		mvcc.ErrLeaseTTLTooLarge:  rpctypes.ErrGRPCLeaseTTLTooLarge,
+	} {
+		if errors.Is(err, from) {
+			return to
+		}
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// fill sets the header fields etcd's header.fill sets.
+func (s *Server) fill(h *pb.ResponseHeader) {
+	h.ClusterId = s.ClusterID()
+	h.MemberId = s.ID()
+	h.RaftTerm = s.Term()
+	if h.Revision == 0 {
+		h.Revision = s.eng.Store().Rev()
+	}
+}
+
+func (s *Server) hasAlarm(t pb.AlarmType) bool {
+	for _, a := range s.eng.Alarms() {
+		if a.GetAlarm() == t {
+			return true
+		}
+	}
+	return false
+}
+
+// checkQuota answers ErrNoSpace (and raises the NOSPACE alarm) when a
+// write of cost bytes would take the db above --quota-backend-bytes, as
+// etcd's quota check before a proposal.
+func (s *Server) checkQuota(ctx context.Context, cost int) error {
+	if s.hasAlarm(pb.AlarmType_NOSPACE) {
+		return rpctypes.ErrGRPCNoSpace
+	}
+	_, inUse := s.dbSize()
+	if inUse+int64(cost) <= s.cfg.QuotaBackendBytes {
+		return nil
+	}
+	_, _ = s.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
+		Action: pb.AlarmRequest_ACTIVATE, MemberID: s.ID(), Alarm: pb.AlarmType_NOSPACE}})
+	return rpctypes.ErrGRPCNoSpace
+}
+
+// kvOverhead is etcd's per-key quota overhead.
+const kvOverhead = 256
+
+func putCost(r *pb.PutRequest) int { return kvOverhead + len(r.Key) + len(r.Value) }
+
+func txnCost(r *pb.TxnRequest) int {
+	n := 0
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		c := 0
+		for _, op := range ops {
+			switch {
+			case op.GetRequestPut() != nil:
+				c += putCost(op.GetRequestPut())
+			case op.GetRequestTxn() != nil:
+				c += txnCost(op.GetRequestTxn())
+			}
+		}
+		n = max(n, c)
+	}
+	return n
+}
+
+// dbSize returns the db file size and the bytes in use.
+func (s *Server) dbSize() (size, inUse int64) {
+	v := s.eng.Store().Backend().Snapshot()
+	defer v.Release()
+	tx := v.Tx()
+	size = tx.Size()
+	st := tx.DB().Stats()
+	inUse = size - int64(st.FreePageN+st.PendingPageN)*int64(tx.DB().Info().PageSize)
+	return size, inUse
+}
+
+type kvServer struct {
+	pb.UnimplementedKVServer
+	s *Server
+}
+
+func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := mvcc.ValidateRange(r); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if !r.Serializable {
+		if err := k.s.linearizableReadNotify(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
+	resp, err := k.s.eng.Store().Range(r)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	k.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := mvcc.ValidatePut(r); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if err := k.s.checkQuota(ctx, putCost(r)); err != nil {
+		return nil, err
+	}
+	m, err := k.s.propose(ctx, &pb.InternalRaftRequest{Put: r})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := m.(*pb.PutResponse)
+	k.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	if err := mvcc.ValidateDeleteRange(r); err != nil {
+		return nil, toGRPCError(err)
+	}
+	m, err := k.s.propose(ctx, &pb.InternalRaftRequest{DeleteRange: r})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := m.(*pb.DeleteRangeResponse)
+	k.s.fill(resp.Header)
+	return resp, nil
+}
+
+func isTxnReadonly(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, u := range ops {
+			if u.GetRequestRange() == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isTxnSerializable(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, u := range ops {
+			if rr := u.GetRequestRange(); rr == nil || !rr.Serializable {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if err := mvcc.ValidateTxn(r, k.s.cfg.MaxTxnOps); err != nil {
+		return nil, toGRPCError(err)
+	}
+	var resp *pb.TxnResponse
+	if isTxnReadonly(r) {
+		if !isTxnSerializable(r) {
+			if err := k.s.linearizableReadNotify(ctx); err != nil {
+				return nil, toGRPCError(err)
+			}
+		}
+		var err error
+		if resp, err = k.s.eng.Store().Txn(r); err != nil {
+			return nil, toGRPCError(err)
+		}
+	} else {
+		if err := k.s.checkQuota(ctx, txnCost(r)); err != nil {
+			return nil, err
+		}
+		m, err := k.s.propose(ctx, &pb.InternalRaftRequest{Txn: r})
+		if err != nil {
+			return nil, toGRPCError(err)
+		}
+		resp = m.(*pb.TxnResponse)
+	}
+	k.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	m, err := k.s.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := m.(*pb.CompactionResponse)
+	k.s.fill(resp.Header)
+	return resp, nil
+}
+
+type clusterServer struct {
+	pb.UnimplementedClusterServer
+	s *Server
+}
+
+func (c *clusterServer) header() *pb.ResponseHeader {
+	return &pb.ResponseHeader{ClusterId: c.s.ClusterID(), MemberId: c.s.ID(), RaftTerm: c.s.Term()}
+}
+
+func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	if r.Linearizable {
+		if err := c.s.linearizableReadNotify(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
+	resp := &pb.MemberListResponse{Header: c.header()}
+	for _, m := range c.s.eng.Members() {
+		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner})
+	}
+	return resp, nil
+}
+
+type maintenanceServer struct {
+	pb.UnimplementedMaintenanceServer
+	s *Server
+}
+
+func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	s := m.s
+	hdr := &pb.ResponseHeader{}
+	s.fill(hdr)
+	applied, _ := s.eng.Applied()
+	size, inUse := s.dbSize()
+	resp := &pb.StatusResponse{
+		Header:           hdr,
+		Version:          Version,
+		Leader:           s.Leader(),
+		RaftIndex:        s.eng.CommitIndex(),
+		RaftAppliedIndex: applied,
+		RaftTerm:         s.Term(),
+		DbSize:           size,
+		DbSizeInUse:      inUse,
+		DbSizeQuota:      s.cfg.QuotaBackendBytes,
+		DowngradeInfo:    &pb.DowngradeInfo{},
+	}
+	v := s.eng.Store().Backend().View()
+	if sv, ok := v.Get(mvcc.BucketMeta, mvcc.MetaStorageVersion); ok {
+		resp.StorageVersion = string(sv)
+	}
+	v.Release()
+	if resp.Leader == 0 {
+		resp.Errors = append(resp.Errors, "etcdserver: no leader")
+	}
+	for _, a := range s.eng.Alarms() {
+		resp.Errors = append(resp.Errors, alarmString(a))
+	}
+	return resp, nil
+}
+
+// alarmString is the text form of an AlarmMember in Status errors, as
+// gogoproto's compact text (etcd 3.6): `memberID:N alarm:NOSPACE `.
+func alarmString(a *pb.AlarmMember) string {
+	return "memberID:" + uitoa(a.GetMemberID()) + " alarm:" + a.GetAlarm().String() + " "
+}
+
+func uitoa(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for v > 0 {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return string(b[i:])
+}
+
+func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	x, err := m.s.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := x.(*pb.AlarmResponse)
+	m.s.fill(resp.Header)
+	return resp, nil
+}
+
+// Hash is CRC-32C over every bucket name and key/value pair, except the
+// meta keys term, consistent_index and storageVersion (FORMATS §4.12).
+func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := m.s.eng.Store().Commit(); err != nil {
+		return nil, toGRPCError(err)
+	}
+	v := m.s.eng.Store().Backend().Snapshot()
+	defer v.Release()
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	err := v.Tx().ForEach(func(name []byte, b *bolt.Bucket) error {
+		h.Write(name)
+		isMeta := string(name) == string(mvcc.BucketMeta)
+		return b.ForEach(func(k, val []byte) error {
+			if isMeta {
+				switch string(k) {
+				case string(mvcc.MetaTerm), string(mvcc.MetaConsistentIndex), string(mvcc.MetaStorageVersion):
+					return nil
+				}
+			}
+			h.Write(k)
+			h.Write(val)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := &pb.HashResponse{Header: &pb.ResponseHeader{}, Hash: h.Sum32()}
+	m.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	h, rev, err := m.s.eng.Store().HashKV(r.Revision)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := &pb.HashKVResponse{Header: &pb.ResponseHeader{Revision: rev}, Hash: h.Hash, CompactRevision: h.CompactRevision, HashRevision: h.Revision}
+	m.s.fill(resp.Header)
+	return resp, nil
+}
+
+// snapshotChunk is etcd's snapshotSendBufferSize.
+const snapshotChunk = 32 * 1024
+
+// Snapshot streams the db as one bbolt read transaction sees it, then the
+// SHA-256 of those bytes as the last message (etcdctl checks it).
+func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
+	if err := m.s.eng.Store().Commit(); err != nil {
+		return toGRPCError(err)
+	}
+	v := m.s.eng.Store().Backend().Snapshot()
+	defer v.Release()
+	tx := v.Tx()
+	total := tx.Size()
+	pr, pw := io.Pipe()
+	go func() { _, err := tx.WriteTo(pw); pw.CloseWithError(err) }()
+	defer pr.Close()
+	h := sha256.New()
+	buf := make([]byte, snapshotChunk)
+	sent := int64(0)
+	for {
+		n, err := io.ReadFull(pr, buf)
+		if n > 0 {
+			sent += int64(n)
+			h.Write(buf[:n])
+			resp := &pb.SnapshotResponse{Header: &pb.ResponseHeader{}, RemainingBytes: uint64(total - sent), Blob: append([]byte(nil), buf[:n]...), Version: Version}
+			m.s.fill(resp.Header)
+			if serr := srv.Send(resp); serr != nil {
+				return toGRPCError(serr)
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return toGRPCError(err)
+		}
+	}
+	resp := &pb.SnapshotResponse{Header: &pb.ResponseHeader{}, Blob: h.Sum(nil), Version: Version}
+	m.s.fill(resp.Header)
+	return toGRPCError(srv.Send(resp))
+}
+
+type leaseServer struct {
+	pb.UnimplementedLeaseServer
+	s *Server
+}
+
+func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := l.s.checkQuota(ctx, 0); err != nil {
+		return nil, err
+	}
+	r = proto.Clone(r).(*pb.LeaseGrantRequest)
+	for r.ID == 0 || r.ID < 0 {
+		r.ID = int64(l.s.reqID.next() & (1<<63 - 1))
+	}
+	if r.TTL > mvcc.MaxLeaseTTL {
+		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
+	}
+	x, err := l.s.propose(ctx, &pb.InternalRaftRequest{LeaseGrant: r})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := x.(*pb.LeaseGrantResponse)
+	l.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	x, err := l.s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: r})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := x.(*pb.LeaseRevokeResponse)
+	l.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := l.s.linearizableReadNotify(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	st, err := l.s.eng.Store().Lessor().TimeToLive(r.ID, r.Keys)
+	resp := &pb.LeaseTimeToLiveResponse{Header: &pb.ResponseHeader{}, ID: r.ID, TTL: -1}
+	if err == nil {
+		resp.TTL, resp.GrantedTTL, resp.Keys = st.TTL, st.GrantedTTL, st.Keys
+	} else if !errors.Is(err, mvcc.ErrLeaseNotFound) {
+		return nil, toGRPCError(err)
+	}
+	l.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	resp := &pb.LeaseLeasesResponse{Header: &pb.ResponseHeader{}}
+	for _, id := range l.s.eng.Store().Lessor().Leases() {
+		resp.Leases = append(resp.Leases, &pb.LeaseStatus{ID: id})
+	}
+	l.s.fill(resp.Header)
+	return resp, nil
+}
+
+func (l *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if l.s.Leader() != l.s.ID() {
+			return rpctypes.ErrGRPCNotLeader
+		}
+		ttl, err := l.s.eng.Store().Lessor().Renew(req.ID)
+		if errors.Is(err, mvcc.ErrLeaseNotFound) {
+			err, ttl = nil, 0
+		}
+		if err != nil {
+			return toGRPCError(err)
+		}
+		resp := &pb.LeaseKeepAliveResponse{Header: &pb.ResponseHeader{}, ID: req.ID, TTL: ttl}
+		l.s.fill(resp.Header)
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}

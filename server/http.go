@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+func (s *Server) registerHTTP(mux *http.ServeMux) {
+	mux.HandleFunc("/health", s.handleHealth)
+	mux.HandleFunc("/version", s.handleVersion)
+	mux.HandleFunc("/metrics", s.handleMetrics)
+}
+
+// handleVersion answers as etcd: {"etcdserver":"..","etcdcluster":".."}.
+func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
+	cv := s.eng.ClusterVersion()
+	if cv == "" {
+		cv = "not_decided"
+	} else if len(cv) > 0 {
+		// etcd prints the cluster version as major.minor.0
+		cv = majorMinor(cv) + ".0"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"etcdserver": Version, "etcdcluster": cv})
+}
+
+func majorMinor(v string) string {
+	dots := 0
+	for i := 0; i < len(v); i++ {
+		if v[i] == '.' {
+			dots++
+			if dots == 2 {
+				return v[:i]
+			}
+		}
+	}
+	return v
+}
+
+// handleHealth answers as etcd's /health: {"health":"true","reason":""}
+// when the member has a leader, no alarm and serves a linearizable read
+// (serializable with ?serializable=true).
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	health, reason := true, ""
+	if s.Leader() == 0 {
+		health, reason = false, "RAFT NO LEADER"
+	}
+	if health {
+		for _, a := range s.eng.Alarms() {
+			if a.GetAlarm() != pb.AlarmType_NONE {
+				health, reason = false, "ALARM "+a.GetAlarm().String()
+				break
+			}
+		}
+	}
+	if health && r.URL.Query().Get("serializable") != "true" {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		if err := s.linearizableReadNotify(ctx); err != nil {
+			health, reason = false, "QGET ERROR:"+err.Error()
+		}
+		cancel()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !health {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(map[string]string{"health": strconv.FormatBool(health), "reason": reason})
+}
+
+// histogram is a Prometheus histogram with etcd's disk buckets
+// (0.001 s doubling, 14 buckets).
+type histogram struct {
+	mu      sync.Mutex
+	name    string
+	help    string
+	bounds  []float64
+	counts  []uint64
+	sum     float64
+	samples uint64
+}
+
+func newHistogram(name, help string) *histogram {
+	h := &histogram{name: name, help: help}
+	b := 0.001
+	for i := 0; i < 14; i++ {
+		h.bounds = append(h.bounds, b)
+		b *= 2
+	}
+	h.counts = make([]uint64, len(h.bounds))
+	return h
+}
+
+func (h *histogram) observe(v float64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, b := range h.bounds {
+		if v <= b {
+			h.counts[i]++
+		}
+	}
+	h.sum += v
+	h.samples++
+}
+
+func (h *histogram) write(w http.ResponseWriter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", h.name, h.help, h.name)
+	for i, b := range h.bounds {
+		fmt.Fprintf(w, "%s_bucket{le=\"%s\"} %d\n", h.name, strconv.FormatFloat(b, 'g', -1, 64), h.counts[i])
+	}
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", h.name, h.samples, h.name,
+		strconv.FormatFloat(h.sum, 'g', -1, 64), h.name, h.samples)
+}
+
+type metrics struct {
+	walFsync      *histogram
+	backendCommit *histogram
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		walFsync:      newHistogram("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL."),
+		backendCommit: newHistogram("etcd_disk_backend_commit_duration_seconds", "The latency distributions of commit called by backend."),
+	}
+}
+
+// handleMetrics writes the Prometheus text format.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	s.metrics.walFsync.write(w)
+	s.metrics.backendCommit.write(w)
+	applied, _ := s.eng.Applied()
+	size, inUse := s.dbSize()
+	isLeader := 0
+	if s.Leader() == s.ID() {
+		isLeader = 1
+	}
+	hasLeader := 0
+	if s.Leader() != 0 {
+		hasLeader = 1
+	}
+	for _, g := range []struct {
+		name, help string
+		v          int64
+	}{
+		{"etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", int64(hasLeader)},
+		{"etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", int64(isLeader)},
+		{"etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", int64(s.eng.CommitIndex())},
+		{"etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", int64(applied)},
+		{"etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", size},
+		{"etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", inUse},
+		{"etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", s.cfg.QuotaBackendBytes},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", g.name, g.help, g.name, g.name, g.v)
+	}
+	fmt.Fprintf(w, "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.\n# TYPE etcd_server_version gauge\netcd_server_version{server_version=%q} 1\n", Version)
+}

@@ -1,0 +1,685 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/etckit/etckit/engine"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// Version is the etcd version etckit answers as (Status, /version).
+const Version = "3.6.0"
+
+// Limits and timings, as etcd's defaults.
+const (
+	DefaultMaxRequestBytes   = 1.5 * 1024 * 1024
+	DefaultMaxTxnOps         = 128
+	DefaultQuotaBackendBytes = 2 * 1024 * 1024 * 1024
+	// grpcOverheadBytes is what etcd adds to --max-request-bytes for the
+	// gRPC receive limit.
+	grpcOverheadBytes = 512 * 1024
+)
+
+// Transport carries raft messages to the other members. The multi-member
+// transport comes later; with a nil Transport messages to other members are
+// dropped (a single member sends none).
+type Transport interface {
+	Send(msgs []*raftpb.Message)
+}
+
+// Config configures a Server; see NewCommand for the flags that fill it.
+type Config struct {
+	Engine engine.Options
+
+	// ListenClientURLs are the client listeners (http://host:port; port 0
+	// picks a free port). AdvertiseClientURLs are published in the members
+	// bucket; default: the listeners' actual addresses.
+	ListenClientURLs    []string
+	AdvertiseClientURLs []string
+
+	MaxRequestBytes   int   // default 1.5 MiB
+	MaxTxnOps         int   // default 128
+	QuotaBackendBytes int64 // default 2 GiB
+
+	// TickInterval is raft's tick (etcd --heartbeat-interval, 100ms);
+	// ElectionTicks is --election-timeout / --heartbeat-interval (10).
+	TickInterval  time.Duration
+	ElectionTicks int
+
+	Transport Transport
+	Logger    *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if c.QuotaBackendBytes == 0 {
+		c.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Engine.MVCC.MaxTxnOps = c.MaxTxnOps
+	if c.Engine.Logger == nil {
+		c.Engine.Logger = c.Logger
+	}
+}
+
+// Server is one etcd member: the raft node loop over an engine.Engine and
+// the v3 API on the client listeners.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	eng  *engine.Engine
+	node raft.Node
+
+	reqID *idGenerator
+
+	waitMu sync.Mutex
+	waits  map[uint64]chan engine.Result
+
+	appliedMu      sync.Mutex
+	applied        uint64
+	appliedWaiters []appliedWaiter
+
+	lead      atomic.Uint64
+	term      atomic.Uint64
+	readwaitc chan struct{}
+	readMu    sync.RWMutex
+	readNotif *notifier
+	readState chan raft.ReadState
+
+	metrics *metrics
+
+	listeners []net.Listener
+	grpc      *grpc.Server
+	httpSrv   *http.Server
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	err      error // first fatal error of the raft loop
+	donec    chan struct{}
+}
+
+type appliedWaiter struct {
+	index uint64
+	ch    chan struct{}
+}
+
+// New opens (or bootstraps) the member and starts its raft node loop. Call
+// Serve to listen for clients and Stop to shut down.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	names, _, err := engine.ParseInitialCluster(cfg.Engine.InitialCluster)
+	if err == nil && len(names) > 1 && cfg.Transport == nil {
+		return nil, fmt.Errorf("server: --initial-cluster names %d members, but the peer transport is not implemented yet; only single-member clusters can run", len(names))
+	}
+	eng, err := engine.Open(cfg.Engine)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		eng:       eng,
+		reqID:     newIDGenerator(eng.ID(), time.Now()),
+		waits:     make(map[uint64]chan engine.Result),
+		readwaitc: make(chan struct{}, 1),
+		readNotif: newNotifier(),
+		readState: make(chan raft.ReadState, 1),
+		metrics:   newMetrics(),
+		stopc:     make(chan struct{}),
+		donec:     make(chan struct{}),
+	}
+	s.applied, _ = eng.Applied()
+	s.term.Store(eng.Term())
+	rc := &raft.Config{
+		ID:                        eng.ID(),
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             1,
+		Storage:                   eng.RaftStorage(),
+		MaxSizePerMsg:             1024 * 1024,
+		MaxInflightMsgs:           512,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		Logger:                    &raftLogger{l: s.log},
+	}
+	// The engine wrote the bootstrap entries into the WAL already, so a
+	// new member restarts from its log like an existing one.
+	s.node = raft.RestartNode(rc)
+	s.wg.Add(3)
+	go s.run()
+	go s.readLoop()
+	go s.leaderLoop()
+	return s, nil
+}
+
+// Engine is the member's storage engine.
+func (s *Server) Engine() *engine.Engine { return s.eng }
+
+// ID and ClusterID identify the member and its cluster.
+func (s *Server) ID() uint64        { return s.eng.ID() }
+func (s *Server) ClusterID() uint64 { return s.eng.ClusterID() }
+
+// Leader is the current leader's ID (0: none known).
+func (s *Server) Leader() uint64 { return s.lead.Load() }
+
+// Term is the current raft term.
+func (s *Server) Term() uint64 { return s.term.Load() }
+
+// Stopped is closed when the server has stopped.
+func (s *Server) Stopped() <-chan struct{} { return s.donec }
+
+// Err is the fatal error that stopped the raft loop, if any.
+func (s *Server) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+func (s *Server) fail(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+	s.log.Error("member stops on a storage error", "error", err)
+	go s.Stop()
+}
+
+// run is the raft node loop: tick; for each Ready persist (leader: after
+// sending), send, apply, snapshot, advance.
+func (s *Server) run() {
+	defer s.wg.Done()
+	ticker := time.NewTicker(s.cfg.TickInterval)
+	defer ticker.Stop()
+	// Fast-forward the election clock as etcd does at start, so a member
+	// that finds no leader campaigns after one tick rather than a full
+	// election timeout.
+	for i := 0; i < s.cfg.ElectionTicks-1; i++ {
+		s.node.Tick()
+	}
+	for {
+		select {
+		case <-ticker.C:
+			s.node.Tick()
+		case rd := <-s.node.Ready():
+			if err := s.handleReady(rd); err != nil {
+				s.fail(err)
+				return
+			}
+			s.node.Advance()
+		case <-s.stopc:
+			return
+		}
+	}
+}
+
+func (s *Server) handleReady(rd raft.Ready) error {
+	if rd.SoftState != nil {
+		old := s.lead.Swap(rd.SoftState.Lead)
+		if old != rd.SoftState.Lead {
+			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.node.Status().Term)
+			if rd.SoftState.Lead == s.ID() {
+				s.eng.Store().Lessor().Promote(time.Duration(s.cfg.ElectionTicks) * s.cfg.TickInterval)
+			}
+		}
+	}
+	if hs := rd.HardState; hs != nil && hs.GetTerm() > 0 {
+		s.term.Store(hs.GetTerm())
+	}
+	for _, rs := range rd.ReadStates {
+		select {
+		case s.readState <- rs:
+		default:
+			// a reader gave up; the next ReadIndex will deliver a new state
+		}
+	}
+	isLeader := s.lead.Load() == s.ID()
+	if isLeader {
+		s.send(rd.Messages)
+	}
+	start := time.Now()
+	if err := s.eng.SaveReady(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+		return err
+	}
+	if rd.MustSync {
+		s.metrics.walFsync.observe(time.Since(start).Seconds())
+	}
+	if !isLeader {
+		s.send(rd.Messages)
+	}
+	if len(rd.CommittedEntries) > 0 {
+		if err := s.eng.Apply(rd.CommittedEntries, s.node.ApplyConfChange, s.trigger); err != nil {
+			return err
+		}
+		idx, _ := s.eng.Applied()
+		s.notifyApplied(idx)
+		if s.eng.SnapshotDue() {
+			start := time.Now()
+			if err := s.eng.Snapshot(); err != nil {
+				return err
+			}
+			s.metrics.backendCommit.observe(time.Since(start).Seconds())
+		}
+	}
+	return nil
+}
+
+func (s *Server) send(msgs []*raftpb.Message) {
+	if len(msgs) == 0 || s.cfg.Transport == nil {
+		return
+	}
+	s.cfg.Transport.Send(msgs)
+}
+
+// trigger hands an applied entry's result to the proposer waiting on it.
+func (s *Server) trigger(r engine.Result) {
+	if r.ID == 0 {
+		return
+	}
+	s.waitMu.Lock()
+	ch, ok := s.waits[r.ID]
+	delete(s.waits, r.ID)
+	s.waitMu.Unlock()
+	if ok {
+		ch <- r
+	}
+}
+
+func (s *Server) notifyApplied(idx uint64) {
+	s.appliedMu.Lock()
+	s.applied = idx
+	keep := s.appliedWaiters[:0]
+	for _, w := range s.appliedWaiters {
+		if w.index <= idx {
+			close(w.ch)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	s.appliedWaiters = keep
+	s.appliedMu.Unlock()
+}
+
+func (s *Server) waitApplied(ctx context.Context, idx uint64) error {
+	s.appliedMu.Lock()
+	if s.applied >= idx {
+		s.appliedMu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	s.appliedWaiters = append(s.appliedWaiters, appliedWaiter{idx, ch})
+	s.appliedMu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stopc:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+// requestTimeout is etcd's ReqTimeout: 5s plus two election timeouts.
+func (s *Server) requestTimeout() time.Duration {
+	return 5*time.Second + 2*time.Duration(s.cfg.ElectionTicks)*s.cfg.TickInterval
+}
+
+// propose sends r through raft and waits for its result. Concurrent
+// proposals reach raft between two Readys and share one WAL write and
+// fdatasync.
+func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
+	id := s.reqID.next()
+	r.Header = &pb.RequestHeader{ID: id}
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > s.cfg.MaxRequestBytes {
+		return nil, rpctypes.ErrGRPCRequestTooLarge
+	}
+	ch := make(chan engine.Result, 1)
+	s.waitMu.Lock()
+	s.waits[id] = ch
+	s.waitMu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, s.requestTimeout())
+	defer cancel()
+	unregister := func() {
+		s.waitMu.Lock()
+		delete(s.waits, id)
+		s.waitMu.Unlock()
+	}
+	if err := s.node.Propose(cctx, data); err != nil {
+		unregister()
+		return nil, s.contextErr(ctx, cctx, err)
+	}
+	select {
+	case res := <-ch:
+		return res.Resp, res.Err
+	case <-cctx.Done():
+		unregister()
+		return nil, s.contextErr(ctx, cctx, cctx.Err())
+	case <-s.stopc:
+		unregister()
+		return nil, rpctypes.ErrGRPCStopped
+	}
+}
+
+// contextErr maps a failed wait as etcd's parseProposeCtxErr does.
+func (s *Server) contextErr(parent, ctx context.Context, err error) error {
+	if errors.Is(err, raft.ErrStopped) {
+		return rpctypes.ErrGRPCStopped
+	}
+	if parent.Err() != nil {
+		return parent.Err()
+	}
+	if ctx.Err() != nil {
+		if s.Leader() == 0 {
+			return rpctypes.ErrGRPCNoLeader
+		}
+		return rpctypes.ErrGRPCTimeout
+	}
+	return err
+}
+
+// notifier is shared by the readers that wait for the same ReadIndex.
+type notifier struct {
+	c   chan struct{}
+	err error
+}
+
+func newNotifier() *notifier { return &notifier{c: make(chan struct{})} }
+
+func (n *notifier) notify(err error) {
+	n.err = err
+	close(n.c)
+}
+
+// linearizableReadNotify returns once the member has applied everything
+// committed when it was called (raft ReadIndex); concurrent callers share one
+// ReadIndex round.
+func (s *Server) linearizableReadNotify(ctx context.Context) error {
+	s.readMu.RLock()
+	nc := s.readNotif
+	s.readMu.RUnlock()
+	select {
+	case s.readwaitc <- struct{}{}:
+	default:
+	}
+	select {
+	case <-nc.c:
+		return nc.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stopc:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+func (s *Server) readLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.readwaitc:
+		case <-s.stopc:
+			return
+		}
+		s.readMu.Lock()
+		nr := s.readNotif
+		s.readNotif = newNotifier()
+		s.readMu.Unlock()
+		nr.notify(s.readIndexRound())
+	}
+}
+
+func (s *Server) readIndexRound() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.requestTimeout())
+	defer cancel()
+	id := s.reqID.next()
+	rctx := binary.BigEndian.AppendUint64(nil, id)
+	if err := s.node.ReadIndex(ctx, rctx); err != nil {
+		return s.contextErr(context.Background(), ctx, err)
+	}
+	retry := time.NewTicker(500 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		select {
+		case rs := <-s.readState:
+			if string(rs.RequestCtx) != string(rctx) {
+				continue // a state of an earlier, abandoned round
+			}
+			return s.waitApplied(ctx, rs.Index)
+		case <-retry.C:
+			// A ReadIndex is dropped while the leader has not committed in
+			// its term; ask again.
+			if err := s.node.ReadIndex(ctx, rctx); err != nil {
+				return s.contextErr(context.Background(), ctx, err)
+			}
+		case <-ctx.Done():
+			return s.contextErr(context.Background(), ctx, ctx.Err())
+		case <-s.stopc:
+			return rpctypes.ErrGRPCStopped
+		}
+	}
+}
+
+// leaderLoop publishes this member's attributes once a leader is known,
+// sets the cluster version when this member leads a cluster without one,
+// and, while leading, revokes expired leases.
+func (s *Server) leaderLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TickInterval * 5)
+	defer t.Stop()
+	published := false
+	for {
+		select {
+		case <-t.C:
+		case <-s.stopc:
+			return
+		}
+		if s.Leader() == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.requestTimeout())
+		if !published {
+			attr := &membershippb.Attributes{Name: s.cfg.Engine.Name, ClientUrls: s.clientURLs()}
+			_, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{
+				Member_ID: s.ID(), MemberAttributes: attr}})
+			if err == nil {
+				published = true
+				s.log.Info("published local member to cluster", "name", attr.Name, "client-urls", strings.Join(attr.ClientUrls, ","))
+			}
+		}
+		if s.Leader() == s.ID() {
+			if published && s.eng.ClusterVersion() == "" {
+				if _, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: engine.ClusterVersion}}); err == nil {
+					s.log.Info("set cluster version", "version", engine.ClusterVersion)
+				}
+			}
+			for _, id := range s.eng.Store().Lessor().Expired() {
+				if _, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil {
+					s.log.Warn("could not revoke expired lease", "lease", fmt.Sprintf("%016x", id), "error", err)
+				}
+			}
+		}
+		cancel()
+	}
+}
+
+// clientURLs are the advertised client URLs.
+func (s *Server) clientURLs() []string {
+	if len(s.cfg.AdvertiseClientURLs) > 0 {
+		return s.cfg.AdvertiseClientURLs
+	}
+	var out []string
+	for _, l := range s.listeners {
+		out = append(out, "http://"+l.Addr().String())
+	}
+	return out
+}
+
+// Serve listens on the client URLs and serves gRPC and HTTP on them until
+// Stop. It returns once the listeners are open.
+func (s *Server) Serve() error {
+	urls := s.cfg.ListenClientURLs
+	if len(urls) == 0 {
+		urls = []string{"http://127.0.0.1:2379"}
+	}
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil {
+			return fmt.Errorf("server: --listen-client-urls %q: %w", u, err)
+		}
+		if pu.Scheme != "http" {
+			return fmt.Errorf("server: --listen-client-urls %q: only http is supported yet", u)
+		}
+		l, err := net.Listen("tcp", pu.Host)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("server: listen %s: %w", u, err)
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	s.grpc = newGRPCServer(s)
+	mux := http.NewServeMux()
+	s.registerHTTP(mux)
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	s.httpSrv = &http.Server{
+		Protocols: &protos,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				s.grpc.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	for _, l := range s.listeners {
+		go func(l net.Listener) { _ = s.httpSrv.Serve(l) }(l)
+		s.log.Info("serving client traffic", "address", l.Addr().String())
+	}
+	return nil
+}
+
+// ClientAddrs are the addresses the client listeners are bound to.
+func (s *Server) ClientAddrs() []string {
+	var out []string
+	for _, l := range s.listeners {
+		out = append(out, l.Addr().String())
+	}
+	return out
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+}
+
+// Stop shuts the server down: listeners, raft node, then storage (the WAL
+// is synced and the db committed). It is safe to call more than once.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		if s.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.httpSrv.Shutdown(ctx)
+			cancel()
+			_ = s.httpSrv.Close()
+		}
+		if s.grpc != nil {
+			s.grpc.Stop()
+		}
+		close(s.stopc)
+		s.node.Stop()
+		s.wg.Wait()
+		if err := s.eng.Close(); err != nil {
+			s.errMu.Lock()
+			if s.err == nil {
+				s.err = err
+			}
+			s.errMu.Unlock()
+		}
+		s.log.Info("stopped member", "member-id", fmt.Sprintf("%x", s.ID()))
+		close(s.donec)
+	})
+}
+
+// idGenerator makes request IDs as etcd's idutil.Generator: the low 16 bits
+// of the member ID, then 40 bits of the start time in ms and an 8-bit
+// counter, incremented per request.
+type idGenerator struct {
+	prefix uint64
+	suffix atomic.Uint64
+}
+
+func newIDGenerator(memberID uint64, now time.Time) *idGenerator {
+	g := &idGenerator{prefix: memberID << 48}
+	ms := uint64(now.UnixNano()/int64(time.Millisecond)) & (1<<40 - 1)
+	g.suffix.Store(ms << 8)
+	return g
+}
+
+func (g *idGenerator) next() uint64 {
+	return g.prefix | (g.suffix.Add(1) & (1<<48 - 1))
+}
+
+// raftLogger routes raft's logs to slog. raft requires Fatal and Panic not
+// to return; they panic with raft's message, the only panics in this
+// package, and only on a raft invariant violation.
+type raftLogger struct{ l *slog.Logger }
+
+func (r *raftLogger) Debug(v ...any)            { r.l.Debug(fmt.Sprint(v...), "component", "raft") }
+func (r *raftLogger) Debugf(f string, v ...any) { r.l.Debug(fmt.Sprintf(f, v...), "component", "raft") }
+func (r *raftLogger) Info(v ...any)             { r.l.Info(fmt.Sprint(v...), "component", "raft") }
+func (r *raftLogger) Infof(f string, v ...any)  { r.l.Info(fmt.Sprintf(f, v...), "component", "raft") }
+func (r *raftLogger) Warning(v ...any)          { r.l.Warn(fmt.Sprint(v...), "component", "raft") }
+func (r *raftLogger) Warningf(f string, v ...any) {
+	r.l.Warn(fmt.Sprintf(f, v...), "component", "raft")
+}
+func (r *raftLogger) Error(v ...any)            { r.l.Error(fmt.Sprint(v...), "component", "raft") }
+func (r *raftLogger) Errorf(f string, v ...any) { r.l.Error(fmt.Sprintf(f, v...), "component", "raft") }
+func (r *raftLogger) Fatal(v ...any)            { r.Panic(v...) }
+func (r *raftLogger) Fatalf(f string, v ...any) { r.Panicf(f, v...) }
+func (r *raftLogger) Panic(v ...any) {
+	r.l.Error(fmt.Sprint(v...), "component", "raft")
+	panic(fmt.Sprint(v...))
+}
+func (r *raftLogger) Panicf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	r.l.Error(msg, "component", "raft")
+	panic(msg)
+}
