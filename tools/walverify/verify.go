@@ -236,6 +236,7 @@ func (v *verifier) scan() error {
 		desyncCount  int
 		term, commit uint64
 		haveState    bool
+		skipGap      bool // the entry before was too damaged to know its index
 	)
 	path := func(seg string) string { return filepath.Join(r.WALDir, seg) }
 	for sc.Next() {
@@ -258,6 +259,7 @@ func (v *verifier) scan() error {
 		if segRecords == 2 && rec.Type != wal.MetadataType {
 			v.add(SevError, ClassInconsistency, "segment-header", path(curSeg), pos.Offset, "second record is a %s record, not metadata", rec.Type)
 		}
+		damagedHere := false
 		if rerr := sc.RecordErr(); rerr != nil {
 			c := corrupt.As(rerr)
 			if r.Damage != nil {
@@ -266,7 +268,7 @@ func (v *verifier) scan() error {
 			if desync {
 				desyncCount++
 			} else if c != nil {
-				desync = true
+				desync, damagedHere = true, true
 				v.add(SevError, classOf(c.Kind), "crc", c.Path, c.Offset, "%s", c.Reason)
 				if r.Damage == nil {
 					r.Damage = &Damage{Segment: pos.Segment, Path: c.Path, Offset: c.Offset, Kind: c.Kind, Reason: c.Reason,
@@ -278,6 +280,16 @@ func (v *verifier) scan() error {
 		}
 		if rec.Type == wal.CRCType {
 			desync = false
+		}
+		if damagedHere {
+			// The record's data is known to be wrong: no further checks on
+			// it, but keep the index sequence going past it.
+			if e, err := wal.UnmarshalEntry(rec.Data); rec.Type == wal.EntryType && err == nil {
+				last, haveEntry = e.GetIndex(), true
+			} else if rec.Type == wal.EntryType {
+				skipGap = true
+			}
+			continue
 		}
 		switch rec.Type {
 		case wal.MetadataType:
@@ -337,12 +349,12 @@ func (v *verifier) scan() error {
 			}
 			switch {
 			case !haveEntry:
-			case i > last+1:
+			case i > last+1 && !skipGap:
 				v.add(SevError, ClassInconsistency, "index", path(curSeg), pos.Offset, "entry %d follows entry %d: entries %d..%d are missing", i, last, last+1, i-1)
 			case i <= last && i <= commit:
 				v.add(SevError, ClassInconsistency, "index", path(curSeg), pos.Offset, "entry %d overwrites an entry already committed (commit %d)", i, commit)
 			}
-			last, haveEntry = i, true
+			last, haveEntry, skipGap = i, true, false
 		case wal.CRCType:
 		default:
 			v.add(SevError, ClassMidLog, "record-type", path(curSeg), pos.Offset, "unknown record type %d", rec.Type)
