@@ -372,6 +372,7 @@ func (s *runState) firstPass(b base) (*index, error) {
 	}
 	defer sc.Close()
 	ord := -1
+	lost := false // the last entry record could not be decoded
 	for sc.Next() {
 		pos, rec := sc.Position(), sc.Record()
 		s.tick(pos)
@@ -409,13 +410,21 @@ func (s *runState) firstPass(b base) (*index, error) {
 			e, err := wal.UnmarshalEntry(rec.Data)
 			if err != nil {
 				s.reportAt("undecodable record", pos, "entry: "+err.Error())
+				lost = true
 				continue
 			}
 			i := e.GetIndex()
 			if i <= b.index || ix.gap {
+				lost = false
 				continue
 			}
 			p := int(i - b.index - 1)
+			if lost && p == len(ix.winners)+1 {
+				// The undecodable record held the missing index (already
+				// reported): keep a hole and go on.
+				ix.winners = append(ix.winners, -1)
+			}
+			lost = false
 			if p > len(ix.winners) {
 				ix.gap = true
 				s.reportAt("gap", pos, fmt.Sprintf("entry %d follows entry %d (%v); later entries are not listed", i, b.index+uint64(len(ix.winners)), wal.ErrSliceOutOfRange))
@@ -456,8 +465,8 @@ func (s *runState) dump(filters []filter) error {
 	}
 	var count int
 	var last uint64
-	for p := range ix.winners {
-		if i := b.index + 1 + uint64(p); s.o.inRange(i) {
+	for p, w := range ix.winners {
+		if i := b.index + 1 + uint64(p); w >= 0 && s.o.inRange(i) {
 			count++
 			last = i
 		}

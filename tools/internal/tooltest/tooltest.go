@@ -43,6 +43,16 @@ var goldenRoot = func() string {
 	}
 }()
 
+// Fixture returns the absolute path of rel inside testdata; unlike
+// fixture.Path it works after t.Chdir.
+func Fixture(t testing.TB, rel string) string {
+	t.Helper()
+	if goldenRoot == "" {
+		goldenRoot = filepath.Join(fixture.Root(t), "golden")
+	}
+	return filepath.Join(filepath.Dir(goldenRoot), rel)
+}
+
 // Result is what a command printed and its exit code.
 type Result struct {
 	Stdout, Stderr string
