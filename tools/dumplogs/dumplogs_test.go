@@ -531,4 +531,3 @@ func TestKeyPrefix(t *testing.T) {
 		}
 	}
 }
-
