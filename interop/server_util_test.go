@@ -2,8 +2,10 @@ package interop
 
 import (
 	"context"
+	"math"
 	"net/url"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,14 +44,16 @@ type member struct {
 
 func dial(t *testing.T, name, endpoint string, stop func()) *member {
 	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
 	if err != nil {
 		stop()
 		t.Fatal(err)
 	}
 	m := &member{name: name, endpoint: endpoint, conn: conn, kv: pb.NewKVClient(conn), maint: pb.NewMaintenanceClient(conn),
 		cluster: pb.NewClusterClient(conn), lease: pb.NewLeaseClient(conn)}
-	m.stop = func() { conn.Close(); stop() }
+	var once sync.Once
+	m.stop = func() { once.Do(func() { conn.Close(); stop() }) }
 	t.Cleanup(m.stop)
 	return m
 }
