@@ -1,8 +1,10 @@
 package dumplogs
 
 import (
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/etckit/etckit/internal/fixture"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/tools/internal/tooltest"
+	"github.com/etckit/etckit/tools/walverify"
 )
 
 const seg0 = "0000000000000000-0000000000000000.wal"
@@ -150,13 +153,16 @@ func unquoteProtoText(t *testing.T, s string) string {
 // normalized extracts the comparable content of one entry's data column:
 // the op, the request ID, every key/value/range_end in order, lease IDs and
 // compaction revisions.
-func normalizedEtcd(t *testing.T, data string) string {
+func normalizedEtcd(t *testing.T, data string, keysOnly bool) string {
 	m := etcdHeaderID.FindStringSubmatch(data)
 	if m == nil {
 		return "noop"
 	}
 	out := []string{m[2], "id=" + m[1]}
 	for _, b := range etcdBytes.FindAllStringSubmatch(data, -1) {
+		if keysOnly && b[1] == "value" {
+			continue
+		}
 		out = append(out, b[1]+"="+strconv.Quote(unquoteProtoText(t, b[2])))
 	}
 	if l := etcdLease.FindStringSubmatch(data); l != nil {
@@ -169,7 +175,7 @@ func normalizedEtcd(t *testing.T, data string) string {
 	return strings.Join(out, " ")
 }
 
-func normalizedOurs(t *testing.T, data string) string {
+func normalizedOurs(t *testing.T, data string, keysOnly bool) string {
 	if data == "" {
 		return "noop"
 	}
@@ -184,7 +190,7 @@ func normalizedOurs(t *testing.T, data string) string {
 		if err != nil {
 			t.Fatalf("unquote %s: %v", b[2], err)
 		}
-		if b[1] == "value" && s == "" {
+		if b[1] == "value" && (s == "" || keysOnly) {
 			continue // protobuf text omits empty values; etckit shows value=""
 		}
 		out = append(out, b[1]+"="+strconv.Quote(s))
@@ -213,7 +219,7 @@ func parseEntries(text string) []entryRow {
 // compareEntries checks that our listing has the same entries as
 // etcd-dump-logs' (term, index, type) and, entry by entry, the same op,
 // request ID, keys, values, range ends, lease IDs and revisions.
-func compareEntries(t *testing.T, ours, etcds string) int {
+func compareEntries(t *testing.T, ours, etcds string, keysOnly bool) int {
 	t.Helper()
 	got, want := parseEntries(ours), parseEntries(etcds)
 	if len(got) != len(want) || len(want) == 0 {
@@ -227,7 +233,7 @@ func compareEntries(t *testing.T, ours, etcds string) int {
 		if w.class == "conf" {
 			continue // compared byte for byte by TestLayoutMatchesEtcd
 		}
-		if gn, wn := normalizedOurs(t, g.data), normalizedEtcd(t, w.data); gn != wn {
+		if gn, wn := normalizedOurs(t, g.data, keysOnly), normalizedEtcd(t, w.data, keysOnly); gn != wn {
 			t.Errorf("index %s:\n ours %s\n etcd %s", w.index, clip(gn), clip(wn))
 		}
 	}
@@ -244,7 +250,7 @@ func clip(s string) string {
 func TestEntriesMatchEtcd(t *testing.T) {
 	smallDir(t)
 	r := run(t, "small", "--max-value", "0")
-	if n := compareEntries(t, r.Stdout, fixtureText(t, "etcd-3.6.16/small/small.dump-logs.txt")); n != 113 {
+	if n := compareEntries(t, r.Stdout, fixtureText(t, "etcd-3.6.16/small/small.dump-logs.txt"), false); n != 113 {
 		t.Errorf("%d entries", n)
 	}
 }
@@ -255,8 +261,13 @@ func TestEntriesMatchEtcd(t *testing.T) {
 func TestRawMatchesEtcd(t *testing.T) {
 	smallDir(t)
 	r := run(t, "small", "--raw", "-w", "json")
+	compareRaw(t, r.Stdout, fixtureText(t, "etcd-3.6.16/small/small.dump-logs-raw.txt"))
+}
+
+func compareRaw(t *testing.T, ours, etcds string) {
+	t.Helper()
 	var got []string
-	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(ours), "\n") {
 		var o map[string]any
 		dec := json.NewDecoder(strings.NewReader(l))
 		dec.UseNumber()
@@ -285,7 +296,7 @@ func TestRawMatchesEtcd(t *testing.T) {
 		}
 		return m[1]
 	}
-	for _, l := range strings.Split(fixtureText(t, "etcd-3.6.16/small/small.dump-logs-raw.txt"), "\n") {
+	for _, l := range strings.Split(etcds, "\n") {
 		switch {
 		case strings.HasPrefix(l, "CRC: "):
 			want = append(want, strings.TrimSpace(l))
@@ -530,4 +541,77 @@ func TestKeyPrefix(t *testing.T) {
 			t.Errorf("keyPrefix(%q, %d) = %q, want %q", c.key, c.depth, got, c.want)
 		}
 	}
+}
+
+func gunzipFixture(t *testing.T, rel string) string {
+	t.Helper()
+	f, err := os.Open(tooltest.Fixture(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestSnapshotFixture runs the tools on the two-segment fixture with six
+// .snap files (a 64 MB segment cut, snapshots every 1,001 entries, 80 KB
+// values): the default start (newest .snap), --start-snap on the first
+// .snap (5,007 entries), --raw over both segments, and wal verify; none of
+// them changes the directory.
+func TestSnapshotFixture(t *testing.T) {
+	if testing.Short() {
+		t.Skip("extracts 220 MB")
+	}
+	parent := fixture.Extract(t, "etcd-3.6.16/snapshot.tar.gz")
+	t.Chdir(parent)
+	before := tooltest.HashDir(t, "snapshot")
+
+	r := run(t, "snapshot", "--max-value", "0")
+	want := fixtureText(t, "etcd-3.6.16/snapshot/snapshot.dump-logs.txt")
+	if r.Code != 0 || compareEntries(t, r.Stdout, want, false) != 2 {
+		t.Fatalf("code %d", r.Code)
+	}
+	gl, wl := strings.Split(r.Stdout, "\n"), strings.Split(want, "\n")
+	for i := range 8 {
+		if gl[i] != wl[i] {
+			t.Errorf("line %d: %q, want %q", i+1, gl[i], wl[i])
+		}
+	}
+	tooltest.Golden(t, "dump-logs/snapshot-default.txt", r.Stdout)
+
+	r = run(t, "snapshot", "--start-snap", "0000000000000002-00000000000003e9.snap")
+	want = gunzipFixture(t, "etcd-3.6.16/snapshot/snapshot.dump-logs-from-first-snap.txt.gz")
+	if r.Code != 0 || compareEntries(t, r.Stdout, want, true) != 5007 {
+		t.Fatalf("code %d", r.Code)
+	}
+	if !strings.HasPrefix(want, strings.Join(strings.Split(r.Stdout, "\n")[:8], "\n")) {
+		t.Errorf("header differs from etcd-dump-logs':\n%s", strings.Join(strings.Split(r.Stdout, "\n")[:8], "\n"))
+	}
+
+	r = run(t, "snapshot", "--raw", "-w", "json")
+	if r.Code != 0 {
+		t.Fatalf("raw: code %d", r.Code)
+	}
+	compareRaw(t, r.Stdout, gunzipFixture(t, "etcd-3.6.16/snapshot/snapshot.dump-logs-raw.txt.gz"))
+
+	r = run(t, "snapshot", "--summary")
+	if r.Code != 0 {
+		t.Fatalf("summary: code %d", r.Code)
+	}
+	tooltest.Golden(t, "dump-logs/snapshot-summary.txt", r.Stdout)
+
+	r = tooltest.Run(t, walverify.NewCommand(), "verify", "snapshot")
+	if r.Code != 0 {
+		t.Fatalf("verify: code %d out:\n%s", r.Code, r.Stdout)
+	}
+	tooltest.Golden(t, "wal-verify/snapshot.txt", r.Stdout)
+	tooltest.RequireUnchanged(t, "snapshot", before)
 }
