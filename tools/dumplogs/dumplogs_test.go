@@ -15,7 +15,7 @@ import (
 
 	"github.com/etckit/etckit/internal/fixture"
 	"github.com/etckit/etckit/tools/cli"
-	"github.com/etckit/etckit/tools/internal/tooltest"
+	"github.com/etckit/etckit/tools/tooltest"
 	"github.com/etckit/etckit/tools/walverify"
 )
 

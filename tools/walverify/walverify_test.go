@@ -12,7 +12,7 @@ import (
 	"github.com/etckit/etckit/internal/fixture"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/tools/cli"
-	"github.com/etckit/etckit/tools/internal/tooltest"
+	"github.com/etckit/etckit/tools/tooltest"
 	"github.com/etckit/etckit/vfs"
 	"github.com/etckit/etckit/wal"
 	"go.etcd.io/raft/v3/raftpb"
