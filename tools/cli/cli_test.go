@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,5 +102,27 @@ func TestProgress(t *testing.T) {
 	q.Done()
 	if buf.Len() != 0 || IsTerminal(&buf) {
 		t.Error("drawn on a buffer")
+	}
+}
+
+func TestLockHolders(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if h := LockHolders(p); len(h) != 0 {
+		t.Errorf("unlocked file: %v", h)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Skip(err)
+	}
+	h := LockHolders(p)
+	if len(h) != 1 || !strings.Contains(h[0], fmt.Sprintf("pid %d ", os.Getpid())) {
+		t.Errorf("holders %v", h)
 	}
 }

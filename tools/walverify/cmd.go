@@ -3,7 +3,9 @@ package walverify
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/vfs"
@@ -59,7 +61,7 @@ Read-only. Exit status: 0 clean, 1 problems found, 2 usage or I/O error.`,
 			if err != nil {
 				return err
 			}
-			rep, err := Verify(cfg.FS, walDir, dirs.Snap())
+			rep, err := verifyShowingProgress(cmd, cfg.FS, walDir, dirs.Snap())
 			if err != nil {
 				return err
 			}
@@ -75,6 +77,23 @@ Read-only. Exit status: 0 clean, 1 problems found, 2 usage or I/O error.`,
 	dirs.AddFlags(cmd)
 	cli.AddFormatFlag(cmd, &format, cli.Simple, cli.Simple, cli.Table, cli.JSON)
 	return cmd
+}
+
+// verifyShowingProgress runs Verify with a progress bar on stderr (shown
+// only on a terminal, after a second).
+func verifyShowingProgress(cmd *cobra.Command, fsys vfs.FS, walDir, snapDir string) (*Report, error) {
+	starts, total := map[string]int64{}, int64(0)
+	if names, err := fsys.ReadDirNames(walDir); err == nil {
+		for _, n := range names {
+			if fi, err := fsys.Stat(filepath.Join(walDir, n)); err == nil && strings.HasSuffix(n, ".wal") {
+				starts[n] = total
+				total += fi.Size()
+			}
+		}
+	}
+	p := cli.NewProgress(cmd.ErrOrStderr(), "wal verify", total)
+	defer p.Done()
+	return VerifyWithProgress(fsys, walDir, snapDir, func(seg string, off int64) { p.Update(starts[seg] + off) })
 }
 
 func offsetText(off int64) string {

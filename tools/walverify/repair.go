@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/etckit/etckit/corrupt"
 	"github.com/etckit/etckit/tools/cli"
@@ -112,6 +113,9 @@ Exit status: 0 nothing to do or repaired, 1 refused (problems remain), 2 usage o
 			switch plan.Action {
 			case "truncate-torn-tail":
 				rr, err := wal.Repair(walDir, wal.Options{FS: cfg.FS})
+				if errors.Is(err, wal.ErrLocked) || errors.Is(err, vfs.ErrLocked) {
+					return lockedError(plan.Segment, err)
+				}
 				if err != nil {
 					return fmt.Errorf("wal repair: %w", err)
 				}
@@ -184,7 +188,7 @@ func truncateWithBackup(fsys vfs.FS, p Plan) error {
 	}
 	defer f.Close()
 	if err := f.TryLock(); err != nil {
-		return fmt.Errorf("wal repair: %s: %w (is etcd running?)", p.Segment, err)
+		return lockedError(p.Segment, err)
 	}
 	out, err := fsys.OpenFile(p.Backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -210,4 +214,14 @@ func truncateWithBackup(fsys vfs.FS, p Plan) error {
 		return fmt.Errorf("wal repair: fsync %s: %w", p.Segment, err)
 	}
 	return nil
+}
+
+// lockedError says that a segment is locked and, where the system tells,
+// by whom.
+func lockedError(path string, err error) error {
+	msg := fmt.Sprintf("wal repair: %s is locked: %v; stop etcd first", path, err)
+	if h := cli.LockHolders(path); len(h) > 0 {
+		msg += " (" + strings.Join(h, "; ") + ")"
+	}
+	return errors.New(msg)
 }

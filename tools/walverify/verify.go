@@ -147,8 +147,9 @@ func (r *Report) Problems() int {
 }
 
 type verifier struct {
-	fsys vfs.FS
-	r    *Report
+	fsys     vfs.FS
+	r        *Report
+	progress func(segment string, offset int64)
 }
 
 func (v *verifier) add(sev, class, check, file string, off int64, format string, args ...any) {
@@ -166,11 +167,17 @@ func classOf(k corrupt.Kind) string {
 // files against the WAL's snapshot records. It only reads. The error is
 // non-nil only for I/O errors and a missing WAL; damage is in the report.
 func Verify(fsys vfs.FS, walDir, snapDir string) (*Report, error) {
+	return VerifyWithProgress(fsys, walDir, snapDir, nil)
+}
+
+// VerifyWithProgress is Verify calling progress (when not nil) with the
+// position of each record it reads.
+func VerifyWithProgress(fsys vfs.FS, walDir, snapDir string, progress func(segment string, offset int64)) (*Report, error) {
 	if fsys == nil {
 		fsys = vfs.OS{}
 	}
 	r := &Report{WALDir: walDir, SnapDir: snapDir}
-	v := &verifier{fsys: fsys, r: r}
+	v := &verifier{fsys: fsys, r: r, progress: progress}
 	if err := v.checkNames(); err != nil {
 		return nil, err
 	}
@@ -242,6 +249,9 @@ func (v *verifier) scan() error {
 	for sc.Next() {
 		pos, rec := sc.Position(), sc.Record()
 		r.Records++
+		if v.progress != nil {
+			v.progress(pos.Segment, pos.Offset)
+		}
 		if pos.Segment != curSeg {
 			if desyncCount > 0 {
 				v.add(SevInfo, ClassMidLog, "crc", path(curSeg), -1, "%d more records after the first CRC failure could not be checked (the chain is broken)", desyncCount)

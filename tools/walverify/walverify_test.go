@@ -397,3 +397,23 @@ func TestUsageAndIOErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairRefusesLockedSegment: a segment locked as etcd locks it (a
+// running member) is never truncated, and the error names the holder.
+func TestRepairRefusesLockedSegment(t *testing.T) {
+	dir, seg := damaged(t, offEntry113+30, nil)
+	f, err := vfs.OS{}.OpenFile(seg, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.TryLock(); err != nil {
+		t.Fatal(err)
+	}
+	before := tooltest.HashDir(t, dir)
+	r := run(t, "repair", dir)
+	if r.Code != cli.ExitUsage || !strings.Contains(r.Err.Error(), "is locked") || !strings.Contains(r.Err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+		t.Fatalf("code %d err %v", r.Code, r.Err)
+	}
+	tooltest.RequireUnchanged(t, dir, before)
+}
