@@ -119,6 +119,14 @@ func decodeEntry(e *raftpb.Entry, maxValue int) *decoded {
 				renderV2(d, r)
 				return d
 			}
+			// Field 2 is not a message: with the v3.5 schema this would
+			// not parse as an InternalRaftRequest, so etcd reads it as a
+			// bare v2 Request (its Method is field 2).
+			if r, err := parseV2(e.Data); err == nil {
+				d.Category, d.Op = catRequest, "v2"
+				renderV2(d, r)
+				return d
+			}
 		}
 		d.Category, d.irr = catIRR, &irr
 		renderIRR(d, &irr)
