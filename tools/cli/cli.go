@@ -12,6 +12,27 @@
 //
 // Library code never calls os.Exit: commands return an *ExitError (or any
 // other error, which means 2) from RunE and cmd/etckit calls Code.
+//
+// # Writing a tool (dump-db, doctor, ...)
+//
+//   - A package under tools/ exports NewCommand() *cobra.Command (and New(Config)
+//     taking the vfs.FS), with RunE, SilenceUsage and SilenceErrors set, writing
+//     to cmd.OutOrStdout() and cmd.ErrOrStderr() only. cmd/etckit adds it with
+//     one AddCommand line.
+//   - Dirs.AddFlags gives --data-dir/--wal-dir; Dirs.FromArgs accepts the data
+//     dir as the positional argument; Dirs.Wal, Snap and DB resolve etcd's
+//     layout.
+//   - AddFormatFlag gives -w with Simple, Table and JSON; print tables with
+//     NewTable/WriteTable, JSON with JSONLine of an *Object (ordered, stable
+//     field names, one object per line; a "kind" field says what each line is).
+//   - Report each problem with its file and byte offset and go on; return
+//     Problems(n, ...) at the end (exit 1), Usage(...) for bad invocations.
+//   - NewProgress(cmd.ErrOrStderr(), ...) for long scans: it draws only on a
+//     terminal and only after a second.
+//   - LockHolders(path) names who holds a lock (bbolt's flock, etcd's WAL
+//     locks) for a "locked by pid N (etcd)" message.
+//   - Test in-process with tools/tooltest: Run, Golden (testdata/golden,
+//     rewritten with -update), HashDir/RequireUnchanged for read-only proofs.
 package cli
 
 import (

@@ -615,3 +615,20 @@ func TestSnapshotFixture(t *testing.T) {
 	tooltest.Golden(t, "wal-verify/snapshot.txt", r.Stdout)
 	tooltest.RequireUnchanged(t, "snapshot", before)
 }
+
+// TestSeparateWALDir: --wal-dir points at a WAL outside the data dir (etcd
+// --wal-dir); the output is the same.
+func TestSeparateWALDir(t *testing.T) {
+	dir := smallDir(t)
+	want := run(t, "small").Stdout
+	if err := os.Rename(filepath.Join(dir, "member", "wal"), "elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "--data-dir", "small", "--wal-dir", "elsewhere")
+	if r.Code != 0 || r.Stdout != want {
+		t.Fatalf("code %d err %v", r.Code, r.Err)
+	}
+	if r := run(t, "small"); r.Code != cli.ExitUsage {
+		t.Errorf("without --wal-dir: code %d", r.Code)
+	}
+}

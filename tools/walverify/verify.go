@@ -27,6 +27,25 @@
 // "snapshot". Severities: error and warning are problems (exit 1), info is
 // not.
 //
+// # Output
+//
+// simple: one line per finding, "<severity> <class> (<check>) at
+// <file>:<offset>: <detail>" (no ":<offset>" for whole-file findings), then
+// "name: value" summary lines ending with "result: ok" or "result: N
+// problems". table: the same as two tables. json: one object per line,
+// {"kind":"finding","severity","class","check","file","offset" (-1 for a
+// whole file),"detail"} per finding, then {"kind":"summary","wal_dir",
+// "snap_dir","segments","records","entries","first_index","last_index",
+// "term","vote","commit","node_id","cluster_id","snapshot_records",
+// "snap_files","problems","result"}. repair prints {"kind":"plan","action"
+// (none|truncate-torn-tail|truncate-crc-tail|refuse),"dry_run","segment",
+// "size","truncate_at","backup","reason"} and, after repairing,
+// {"kind":"repaired","result","verify"}.
+//
+// Exit codes: verify 0 clean (info findings only), 1 problems, 2 usage or
+// I/O; repair 0 nothing to do or repaired and clean, 1 refused or (with
+// --dry-run) repairable damage present, 2 usage, I/O or lock errors.
+//
 // # repair
 //
 // Repair only ever truncates the newest segment after writing a full backup

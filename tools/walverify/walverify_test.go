@@ -417,3 +417,32 @@ func TestRepairRefusesLockedSegment(t *testing.T) {
 	}
 	tooltest.RequireUnchanged(t, dir, before)
 }
+
+func TestHardStateGoesBack(t *testing.T) {
+	walDir := filepath.Join(t.TempDir(), "wal")
+	w, err := wal.Create(walDir, []byte("\x08\x01\x10\x02"), wal.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := func(v uint64) *uint64 { return &v }
+	for i, hs := range []*raftpb.HardState{{Term: u(2), Commit: u(1)}, {Term: u(2), Commit: u(2)}, {Term: u(1), Commit: u(1)}} {
+		e := &raftpb.Entry{Term: u(2), Index: u(uint64(i + 1))}
+		if err := w.Save(hs, []*raftpb.Entry{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	rep, err := Verify(nil, walDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range rep.Findings {
+		if f.Check == "hardstate" {
+			got = append(got, f.Detail)
+		}
+	}
+	if strings.Join(got, "; ") != "term goes back from 2 to 1; commit goes back from 2 to 1" {
+		t.Errorf("findings: %q", got)
+	}
+}
