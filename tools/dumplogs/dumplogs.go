@@ -533,6 +533,9 @@ type decoderProc struct {
 
 func (s *runState) startDecoder() (*decoderProc, error) {
 	args := strings.Fields(s.o.streamDecoder)
+	if len(args) == 0 {
+		return nil, cli.Usage("dump-logs: --stream-decoder is empty")
+	}
 	c := exec.CommandContext(s.cmd.Context(), args[0], args[1:]...)
 	c.Stderr = s.cmd.ErrOrStderr()
 	in, err := c.StdinPipe()

@@ -431,6 +431,7 @@ func TestUsageErrors(t *testing.T) {
 		{"/nonexistent/etckit"},
 		{"small", "--start-snap", "0000000000000001-0000000000000001.snap"},
 		{"small", "--stream-decoder", "/nonexistent/decoder"},
+		{"small", "--stream-decoder", "  "},
 	} {
 		r := run(t, args...)
 		if r.Code != cli.ExitUsage {
