@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/etckit/etckit/corrupt"
+	"github.com/etckit/etckit/vfs"
 )
 
 // RepairReport says what Repair did.
@@ -19,8 +20,9 @@ type RepairReport struct {
 	// OriginalSize and TruncatedAt are the segment's size before and after.
 	OriginalSize int64
 	TruncatedAt  int64
-	// BackupPath is the full copy of the segment written before truncating
-	// (<segment>.broken, as etcd names it).
+	// BackupPath is the full copy of the segment written before truncating:
+	// <segment>.broken, as etcd names it, or <segment>.broken.N if that
+	// exists already (an earlier backup is never overwritten).
 	BackupPath string
 }
 
@@ -83,7 +85,10 @@ func Repair(dir string, opts Options) (RepairReport, error) {
 	if cause == nil || cause.Kind != corrupt.TornTail {
 		return rep, fmt.Errorf("wal: %s cannot be repaired by truncation: %w", path, err)
 	}
-	backup := path + ".broken"
+	backup, err := backupName(opts, path)
+	if err != nil {
+		return rep, err
+	}
 	if err := copyFile(opts, path, backup); err != nil {
 		return rep, err
 	}
@@ -98,6 +103,19 @@ func Repair(dir string, opts Options) (RepairReport, error) {
 	rep.Cause = cause
 	rep.TruncatedAt = off
 	return rep, nil
+}
+
+// backupName is <segment>.broken, etcd's name, or <segment>.broken.N when
+// an earlier repair's backup is there: a backup is never overwritten.
+func backupName(opts Options, path string) (string, error) {
+	name := path + ".broken"
+	for n := 1; vfs.Exists(opts.FS, name); n++ {
+		if n > 1000 {
+			return "", fmt.Errorf("wal: too many backups of %s", path)
+		}
+		name = fmt.Sprintf("%s.broken.%d", path, n)
+	}
+	return name, nil
 }
 
 // copyFile writes a durable full copy of src (open as f) to dst.

@@ -279,6 +279,18 @@ func TestTornTailRepair(t *testing.T) {
 	if err != nil || rep.Repaired() {
 		t.Fatalf("second repair: %v %+v", err, rep)
 	}
+
+	// A second torn tail: the first backup is kept, the new one gets a new name.
+	b2, _ := os.ReadFile(path)
+	clear(b2[last.Offset-512 : last.Offset])
+	os.WriteFile(path, b2, 0o600)
+	rep, err = Repair(dir, Options{})
+	if err != nil || !rep.Repaired() || rep.BackupPath != path+".broken.1" {
+		t.Fatalf("repair of a second tear: %v %+v", err, rep)
+	}
+	if first, _ := os.ReadFile(path + ".broken"); !bytes.Equal(first, b) {
+		t.Fatal("the first backup was overwritten")
+	}
 }
 
 func TestMidLogCorruptionRefused(t *testing.T) {
