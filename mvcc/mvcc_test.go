@@ -525,3 +525,24 @@ func TestConcurrentReadWriteCommit(t *testing.T) {
 		t.Fatalf("rev %d", s.Rev())
 	}
 }
+
+// etcd panics applying this transaction (the from-key delete escapes its
+// duplicate-key check, then the put finds no previous value); we reject it
+// before writing anything.
+func TestTxnIgnoreValueAfterFromKeyDelete(t *testing.T) {
+	s, _ := openTestStore(t, Options{})
+	mustPut(t, s, "k", "v")
+	r := &pb.TxnRequest{Success: []*pb.RequestOp{
+		{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("a"), RangeEnd: []byte{0}}}},
+		{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("k"), IgnoreValue: true}}},
+	}}
+	if err := ValidateTxn(r, 128); err != nil {
+		t.Fatalf("etcd's checks accept it, ours must too: %v", err)
+	}
+	if _, err := s.Txn(r); err != ErrKeyNotFound {
+		t.Fatalf("%v", err)
+	}
+	if s.Rev() != 2 {
+		t.Fatalf("rev %d", s.Rev())
+	}
+}

@@ -305,6 +305,9 @@ func (t *txn) checkAndGetPrevKV(p *pb.PutRequest) (*mvccpb.KeyValue, error) {
 func (t *txn) doPut(p *pb.PutRequest, prev *mvccpb.KeyValue) (*pb.PutResponse, error) {
 	resp := &pb.PutResponse{Header: &pb.ResponseHeader{}}
 	val, lease := p.Value, p.Lease
+	if (p.IgnoreValue || p.IgnoreLease) && prev == nil {
+		return nil, ErrKeyNotFound // unreachable after checkTxn; never panic
+	}
 	if p.IgnoreValue {
 		val = prev.Value
 	}
@@ -529,7 +532,28 @@ func (t *txn) checkRange(r *pb.RangeRequest) error {
 	return nil
 }
 
+// span is a key range as the index visits it (end nil: one key; empty:
+// to the last key).
+type span struct{ key, end []byte }
+
+func (sp span) contains(k []byte) bool {
+	if sp.end == nil {
+		return bytes.Equal(k, sp.key)
+	}
+	return bytes.Compare(k, sp.key) >= 0 && (len(sp.end) == 0 || bytes.Compare(k, sp.end) < 0)
+}
+
+// checkTxn is etcd's checkTxn, plus one check etcd lacks: a put with
+// ignore_value or ignore_lease on a key that a DeleteRange earlier in the
+// same transaction removes (possible with a from-key delete, which etcd's
+// duplicate-key check does not see) makes etcd panic while applying; here it
+// is rejected up front with ErrKeyNotFound, as if the key did not exist.
 func (t *txn) checkTxn(r *pb.TxnRequest, path []bool) (int, error) {
+	var dels []span
+	return t.checkTxnDels(r, path, &dels)
+}
+
+func (t *txn) checkTxnDels(r *pb.TxnRequest, path []bool, dels *[]span) (int, error) {
 	count := 0
 	reqs := r.Success
 	if !path[0] {
@@ -541,12 +565,23 @@ func (t *txn) checkTxn(r *pb.TxnRequest, path []bool) (int, error) {
 		case *pb.RequestOp_RequestRange:
 			err = t.checkRange(tv.RequestRange)
 		case *pb.RequestOp_RequestPut:
-			if err = t.checkLease(tv.RequestPut); err == nil {
-				_, err = t.checkAndGetPrevKV(tv.RequestPut)
+			p := tv.RequestPut
+			if err = t.checkLease(p); err == nil {
+				_, err = t.checkAndGetPrevKV(p)
 			}
+			if err == nil && (p.IgnoreValue || p.IgnoreLease) {
+				for _, d := range *dels {
+					if d.contains(p.Key) {
+						err = ErrKeyNotFound
+						break
+					}
+				}
+			}
+		case *pb.RequestOp_RequestDeleteRange:
+			*dels = append(*dels, span{tv.RequestDeleteRange.Key, mkGteRange(tv.RequestDeleteRange.RangeEnd)})
 		case *pb.RequestOp_RequestTxn:
 			var n int
-			n, err = t.checkTxn(tv.RequestTxn, path[1:])
+			n, err = t.checkTxnDels(tv.RequestTxn, path[1:], dels)
 			count += n + 1
 			path = path[n+1:]
 		}

@@ -63,6 +63,7 @@ type watcher struct {
 	noDelete bool
 	fragment bool
 	synced   bool
+	victim   *watchResp // undelivered events of one revision (etcd's victim batch)
 }
 
 func (w *watcher) contains(k string) bool {
@@ -82,13 +83,15 @@ type watchHub struct {
 	singles  map[string]map[*watcher]struct{}
 	ranges   map[*watcher]struct{}
 	unsynced map[*watcher]struct{}
+	victims  map[*watcher]struct{}
 	kick     chan struct{}
 	started  bool
 }
 
 func newWatchHub(s *Store) *watchHub {
 	return &watchHub{s: s, singles: make(map[string]map[*watcher]struct{}),
-		ranges: make(map[*watcher]struct{}), unsynced: make(map[*watcher]struct{}), kick: make(chan struct{}, 1)}
+		ranges: make(map[*watcher]struct{}), unsynced: make(map[*watcher]struct{}),
+		victims: make(map[*watcher]struct{}), kick: make(chan struct{}, 1)}
 }
 
 func (h *watchHub) active() bool { return h.n.Load() > 0 }
@@ -126,8 +129,18 @@ func (h *watchHub) remove(w *watcher) {
 		h.removeSynced(w)
 	} else {
 		delete(h.unsynced, w)
+		delete(h.victims, w)
 	}
 	h.n.Add(-1)
+}
+
+func (h *watchHub) has(w *watcher) bool {
+	if w.synced {
+		return true
+	}
+	_, u := h.unsynced[w]
+	_, v := h.victims[w]
+	return u || v
 }
 
 func (h *watchHub) kickSync() {
@@ -157,13 +170,16 @@ func (h *watchHub) notify(rev int64, evs []*mvccpb.Event) {
 		}
 	}
 	for w, wevs := range per {
-		if w.ws.send(watchResp{id: w.id, events: wevs, rev: rev}) {
+		r := watchResp{id: w.id, events: wevs, rev: rev}
+		if w.ws.send(r) {
 			continue
 		}
-		// the stream is full: catch up from the store later
+		// The stream is full: keep the batch aside (as etcd's victims) and
+		// catch up from the store after it is delivered.
 		h.removeSynced(w)
-		w.minRev = rev
-		h.unsynced[w] = struct{}{}
+		w.victim = &r
+		w.minRev = rev + 1
+		h.victims[w] = struct{}{}
 		h.startSync()
 	}
 }
@@ -203,19 +219,31 @@ func (h *watchHub) syncOnce() bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	cur, compact := s.currentRev, s.compactRev
+	for w := range h.victims {
+		if !w.ws.send(*w.victim) {
+			continue
+		}
+		w.victim = nil
+		delete(h.victims, w)
+		if w.minRev > cur {
+			h.addSynced(w)
+		} else {
+			h.unsynced[w] = struct{}{}
+		}
+	}
 	if len(h.unsynced) == 0 {
 		return false
 	}
 	v := s.b.View()
 	defer v.Release()
-	cur, compact := s.currentRev, s.compactRev
 	again := false
 	for w := range h.unsynced {
 		if w.minRev < compact {
 			if w.ws.send(watchResp{id: w.id, compactRev: compact, rev: cur}) {
+				// the stream forgets the watcher once it sent this
 				delete(h.unsynced, w)
 				h.n.Add(-1)
-				w.ws.forget(w.id)
 			}
 			continue
 		}
@@ -228,10 +256,10 @@ func (h *watchHub) syncOnce() bool {
 		evs, err := s.historyEvents(v, w, w.minRev, maxRev)
 		if err != nil {
 			// corrupt store: end the watcher with the error
-			w.ws.send(watchResp{id: w.id, err: err, rev: cur})
-			delete(h.unsynced, w)
-			h.n.Add(-1)
-			w.ws.forget(w.id)
+			if w.ws.send(watchResp{id: w.id, err: err, rev: cur}) {
+				delete(h.unsynced, w)
+				h.n.Add(-1)
+			}
 			continue
 		}
 		if len(evs) > 0 && !w.ws.send(watchResp{id: w.id, events: evs, rev: cur}) {
@@ -431,7 +459,7 @@ func (ws *WatchStream) Cancel(id int64) error {
 	defer s.mu.Unlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.unsynced[w]; ok || w.synced {
+	if h.has(w) {
 		h.remove(w)
 	}
 	return nil
@@ -491,8 +519,11 @@ func (ws *WatchStream) sendLoop() {
 		ws.mu.Lock()
 		w := ws.watchers[r.id]
 		ws.mu.Unlock()
-		if w == nil && r.compactRev == 0 && r.err == nil {
+		if w == nil {
 			continue // cancelled
+		}
+		if r.compactRev != 0 || r.err != nil {
+			ws.forget(r.id) // the last response of this watcher
 		}
 		wr := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: r.rev}, WatchId: r.id}
 		if r.compactRev != 0 {
@@ -502,7 +533,7 @@ func (ws *WatchStream) sendLoop() {
 		if r.err != nil {
 			wr.Canceled, wr.CancelReason = true, r.err.Error()
 		}
-		if w != nil {
+		{
 			for _, ev := range r.events {
 				if (ev.Type == mvccpb.Event_PUT && w.noPut) || (ev.Type == mvccpb.Event_DELETE && w.noDelete) {
 					continue
@@ -519,7 +550,7 @@ func (ws *WatchStream) sendLoop() {
 				continue // everything filtered
 			}
 		}
-		if w != nil && w.fragment {
+		if w.fragment {
 			if !ws.sendFragments(wr) {
 				return
 			}
