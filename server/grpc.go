@@ -28,6 +28,7 @@ func newGRPCServer(s *Server) *grpc.Server {
 	pb.RegisterClusterServer(gs, &clusterServer{s: s})
 	pb.RegisterMaintenanceServer(gs, &maintenanceServer{s: s})
 	pb.RegisterLeaseServer(gs, &leaseServer{s: s})
+	pb.RegisterWatchServer(gs, &watchServer{s: s})
 	return gs
 }
 
