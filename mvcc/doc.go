@@ -46,6 +46,21 @@
 // tombstone). The index is rebuilt at Open by one streaming pass over the key
 // bucket that decodes only key, create_revision, version and lease.
 //
+// # Requests, watches, leases
+//
+// Store.Range, Put, DeleteRange and Txn take and return etcdserverpb
+// messages and behave as etcd's gRPC validation plus apply layer
+// (etcdserver/txn) on etcd's mvcc store; Compact is physical and resumable;
+// HashKV is etcd's corruption-check hash. WatchStream delivers etcd
+// WatchResponses (catch-up from past revisions, compaction cancel, prev_kv,
+// filters, progress, fragmentation). The Lessor keeps leases as etcd's
+// lessor does and persists them in the lease bucket.
+//
+// One deliberate difference: a Txn whose put with ignore_value/ignore_lease
+// targets a key removed earlier in the same Txn by a from-key DeleteRange
+// (which etcd's duplicate-key check does not catch) makes etcd panic while
+// applying it; here it fails with ErrKeyNotFound before anything is written.
+//
 // # Errors
 //
 // Nothing here panics on bad data: a value that does not decode, a key of the

@@ -276,7 +276,7 @@ func (t *txn) put(key, value []byte, leaseID int64) error {
 	t.changes++
 	if s.hub.active() {
 		t.events = append(t.events, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: &mvccpb.KeyValue{
-			Key: []byte(ki.key), CreateRevision: c, ModRevision: rev, Version: ver, Value: value, Lease: leaseID}})
+			Key: []byte(ki.key), CreateRevision: c, ModRevision: rev, Version: ver, Value: bytes.Clone(value), Lease: leaseID}})
 	}
 	if oldLease != leaseID {
 		if oldLease != 0 {
