@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -87,6 +88,11 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Engine.MVCC.MaxTxnOps = c.MaxTxnOps
+	if c.Engine.MVCC.MinLeaseTTL == 0 {
+		// etcd: ceil(3/2 election timeout) seconds.
+		minTTL := time.Duration(3*c.ElectionTicks/2) * c.TickInterval
+		c.Engine.MVCC.MinLeaseTTL = int64(math.Ceil(minTTL.Seconds()))
+	}
 	if c.Engine.Logger == nil {
 		c.Engine.Logger = c.Logger
 	}
