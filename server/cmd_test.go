@@ -1,0 +1,104 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/vfs"
+	"github.com/etckit/etckit/wal"
+)
+
+func TestCommandDefaultsAndEnv(t *testing.T) {
+	cmd := NewCommand()
+	env := map[string]string{"ETCD_NAME": "envname", "ETCD_SNAPSHOT_COUNT": "42", "ETCD_MAX_TXN_OPS": "7"}
+	if err := cmd.ParseFlags([]string{"--max-txn-ops=9"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := setFlagsFromEnv(cmd.Flags(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{"name": "envname", "snapshot-count": "42", "max-txn-ops": "9",
+		"listen-client-urls": "http://127.0.0.1:2379", "initial-cluster-token": "etcd-cluster", "max-request-bytes": "1572864"} {
+		if got := cmd.Flags().Lookup(flag).Value.String(); got != want {
+			t.Errorf("--%s = %q, want %q", flag, got, want)
+		}
+	}
+	var f flags
+	c := NewCommand()
+	// Defaults as `etckit serve` alone: the flag defaults bound to f.
+	f = flags{name: "default", listenClientURLs: "http://127.0.0.1:2379", initialAdvertisePeerURLs: "http://localhost:2380",
+		initialClusterState: "new", clusterTok: "etcd-cluster", snapshotCount: engine.DefaultSnapshotCount,
+		maxRequestBytes: DefaultMaxRequestBytes, maxTxnOps: DefaultMaxTxnOps, maxSnapshots: 5, maxWALs: 5,
+		heartbeatMs: 100, electionMs: 1000, logLevel: "info"}
+	cfg, err := f.config(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Engine.DataDir != "default.etckit" || cfg.Engine.InitialCluster != "default=http://localhost:2380" ||
+		cfg.ListenClientURLs[0] != "http://127.0.0.1:2379" || cfg.ElectionTicks != 10 || cfg.Engine.SnapshotCount != 10000 {
+		t.Fatalf("defaults %+v", cfg)
+	}
+	if err := setFlagsFromEnv(NewCommand().Flags(), func(k string) (string, bool) {
+		if k == "ETCD_SNAPSHOT_COUNT" {
+			return "many", true
+		}
+		return "", false
+	}); err == nil {
+		t.Fatal("invalid ETCD_SNAPSHOT_COUNT accepted")
+	}
+}
+
+// TestCommandServeAndShutdown runs `serve` until its context ends (what
+// SIGINT/SIGTERM do) and checks it bootstrapped the dir and stopped cleanly.
+func TestCommandServeAndShutdown(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cmd.etckit")
+	cmd := NewCommand()
+	stderr := &lockedBuffer{}
+	cmd.SetErr(stderr)
+	cmd.SetArgs([]string{"--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:0", "--unsafe-no-fsync",
+		"--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "debug"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	published := false
+	for i := 0; i < 500 && !published; i++ {
+		time.Sleep(10 * time.Millisecond)
+		published = strings.Contains(stderr.String(), "set cluster version")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !published {
+		t.Fatalf("member did not publish itself; log:\n%s", stderr.String())
+	}
+	if !wal.Exist(vfs.OS{}, filepath.Join(dir, "member", "wal")) {
+		t.Fatal("no WAL")
+	}
+	if !strings.Contains(stderr.String(), "stopped member") {
+		t.Fatalf("no clean stop in the log:\n%s", stderr.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
