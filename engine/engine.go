@@ -63,6 +63,9 @@ type Options struct {
 	// FS holds the WAL and the .snap files (default vfs.OS{}). The bbolt db
 	// always goes through the operating system.
 	FS vfs.FS
+	// DBPath overrides <DataDir>/member/snap/db (crash tests keep the WAL
+	// in a crashable in-memory FS and the db on disk).
+	DBPath string
 	// NoSync skips fsync (tests only, like --unsafe-no-fsync).
 	NoSync bool
 	// WALSegmentSize overrides the WAL segment size (tests).
@@ -148,6 +151,12 @@ func Open(opts Options) (*Engine, error) {
 		removed: make(map[uint64]bool),
 	}
 	e.dbPath = filepath.Join(e.snapDir, "db")
+	if opts.DBPath != "" {
+		e.dbPath = opts.DBPath
+		if err := os.MkdirAll(filepath.Dir(e.dbPath), 0o700); err != nil {
+			return nil, fmt.Errorf("engine: create %s: %w", filepath.Dir(e.dbPath), err)
+		}
+	}
 	for _, d := range []string{opts.DataDir, filepath.Join(opts.DataDir, "member"), e.snapDir} {
 		if err := e.fs.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("engine: create %s: %w", d, err)
@@ -251,6 +260,15 @@ func (e *Engine) bootstrap() error {
 	if e.w, err = wal.Create(o.WALDir, md, e.walOptions()); err != nil {
 		return err
 	}
+	// Make the new directories durable: the WAL's rename into place and
+	// member/, snap/ themselves (etcd leaves these to the filesystem).
+	if !o.NoSync {
+		for _, d := range []string{e.snapDir, filepath.Dir(o.WALDir)} {
+			if err := e.syncDirUp(d); err != nil {
+				return err
+			}
+		}
+	}
 	hs := &raftpb.HardState{Term: proto.Uint64(1), Vote: proto.Uint64(0), Commit: proto.Uint64(uint64(len(ents)))}
 	if err := e.w.Save(hs, ents); err != nil {
 		return err
@@ -267,6 +285,20 @@ func (e *Engine) bootstrap() error {
 	e.log.Info("bootstrapped new member", "name", o.Name, "member-id", fmt.Sprintf("%x", e.id),
 		"cluster-id", fmt.Sprintf("%x", e.clusterID), "data-dir", o.DataDir, "wal-dir", o.WALDir)
 	return nil
+}
+
+// syncDirUp fsyncs dir and every ancestor, so directories just created by
+// MkdirAll survive a power loss. Failures more than three levels up (a
+// directory the user may not be allowed to open) are ignored.
+func (e *Engine) syncDirUp(dir string) error {
+	for level, d := 0, filepath.Clean(dir); ; level, d = level+1, filepath.Dir(d) {
+		if err := e.fs.SyncDir(d); err != nil && level < 3 {
+			return fmt.Errorf("engine: sync directory %s: %w", d, err)
+		}
+		if p := filepath.Dir(d); p == d {
+			return nil
+		}
+	}
 }
 
 // BootstrapEntries returns the conf-change entries raft's bootstrap appends
