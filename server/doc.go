@@ -1,0 +1,34 @@
+// Package server runs one etcd member over an engine.Engine: the raft node
+// loop, the etcd v3 gRPC API and the HTTP endpoints on the client URLs, and
+// the `serve` command with etcd's flags.
+//
+// # Raft loop
+//
+//	tick ──► node.Tick
+//	Ready ─► leader: send messages ─► engine.SaveReady (WAL append, fdatasync
+//	         when raft's MustSync; .snap + WAL snapshot record first) ─►
+//	         follower: send ─► engine.Apply(committed entries) ─► waiters
+//	         ─► snapshot every --snapshot-count ─► node.Advance
+//
+// A client write is proposed as an etcdserverpb.InternalRaftRequest
+// (header.ID from an etcd-style ID generator) and answered when its entry is
+// applied. Proposals that arrive while a Ready is being persisted are
+// appended together in the next Ready, so concurrent writers share one WAL
+// write and one fdatasync. Nothing in the loop assumes one member: messages
+// go to a Transport (the peer transport is a later issue; until then New
+// refuses an --initial-cluster of several members).
+//
+// Linearizable reads (Range, read-only Txn, MemberList with linearizable,
+// LeaseTimeToLive, /health) wait for a raft ReadIndex round shared by all
+// concurrent readers and for the apply of that index; serializable reads are
+// answered from the local store.
+//
+// # API
+//
+// KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
+// KeepAlive, TimeToLive, Leases), Cluster (MemberList), Maintenance (Status,
+// Hash, HashKV, Snapshot with the SHA-256 trailer, Alarm). Errors carry
+// etcd's gRPC codes and messages (rpctypes): request validation, --max-txn-ops,
+// --max-request-bytes, compacted/future revisions, lease not found, NOSPACE at
+// --quota-backend-bytes. HTTP on the same port: /health, /version, /metrics.
+package server
