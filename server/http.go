@@ -109,6 +109,12 @@ func (h *histogram) observe(v float64) {
 	h.samples++
 }
 
+func (h *histogram) count() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.samples
+}
+
 func (h *histogram) write(w http.ResponseWriter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
