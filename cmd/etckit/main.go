@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/tools/doctor"
+	"github.com/etckit/etckit/tools/dumpdb"
 	"github.com/etckit/etckit/tools/dumplogs"
 	"github.com/etckit/etckit/tools/walverify"
 	"github.com/spf13/cobra"
@@ -23,6 +25,8 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(dumplogs.NewCommand())
 	root.AddCommand(walverify.NewCommand())
+	root.AddCommand(dumpdb.NewCommand())
+	root.AddCommand(doctor.NewCommand())
 	return root
 }
 

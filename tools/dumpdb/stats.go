@@ -1,0 +1,274 @@
+package dumpdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"hash/fnv"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/tools/cli"
+	"github.com/spf13/cobra"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ---- hash
+
+// DBHash is etcd's whole-db hash (FORMATS §4.12): CRC-32C over every bucket
+// name and its pairs in byte order; with excludeMeta (the Hash RPC and
+// etcd-dump-db hash) meta/term, meta/consistent_index and
+// meta/storageVersion are left out; without (etcdutl snapshot status)
+// nothing is.
+func DBHash(db *bolt.DB, excludeMeta bool) (uint32, error) {
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	err := safe(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			c := tx.Cursor()
+			for name, _ := c.First(); name != nil; name, _ = c.Next() {
+				b := tx.Bucket(name)
+				if b == nil {
+					continue
+				}
+				h.Write(name)
+				isMeta := bytes.Equal(name, mvcc.BucketMeta)
+				if err := b.ForEach(func(k, v []byte) error {
+					if excludeMeta && isMeta && (bytes.Equal(k, mvcc.MetaTerm) || bytes.Equal(k, mvcc.MetaConsistentIndex) || bytes.Equal(k, mvcc.MetaStorageVersion)) {
+						return nil
+					}
+					h.Write(k)
+					h.Write(v)
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	return h.Sum32(), err
+}
+
+func newHash() *cobra.Command {
+	var c common
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "hash [PATH]",
+		Short: "Print the whole-db hash (etcd-dump-db hash; --all: etcdutl snapshot status' hash)",
+		Long: `Print CRC-32C over every bucket (etcd-dump-db hash and the Hash RPC leave out
+meta/term, meta/consistent_index and meta/storageVersion; --all leaves out
+nothing, as etcdutl snapshot status). Unlike HashKV this hash differs between
+healthy members; use hashkv to compare members.`,
+		Args:          cobra.MaximumNArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := c.dbPath(args)
+			if err != nil {
+				return err
+			}
+			db, err := OpenDB(path, c.timeout)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			h, err := DBHash(db, !all)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			switch c.format.Value {
+			case cli.JSON:
+				return cli.JSONLine(w, (&cli.Object{}).Set("kind", "hash").Set("db_path", path).Set("hash", h).Set("all", all))
+			case cli.Table:
+				return cli.WriteTable(w, []string{"DB PATH", "HASH"}, [][]string{{path, strconv.FormatUint(uint64(h), 10)}})
+			}
+			_, err = fmt.Fprintf(w, "db path: %s\nHash: %d\n", path, h)
+			return err
+		},
+	}
+	c.add(cmd)
+	cmd.Flags().BoolVar(&all, "all", false, "hash every pair (etcdutl snapshot status) instead of leaving out meta's term, consistent_index and storageVersion")
+	return cmd
+}
+
+// ---- stats
+
+// Stats are the page statistics of a db file.
+type Stats struct {
+	FileSize      int64
+	PageSize      int
+	HighWater     int64 // pages up to bbolt's high-water mark (meta pgid)
+	MetaPages     int64 // 2
+	FreelistPages int64 // 0 when the freelist is not persisted (etcd: NoFreelistSync)
+	TreePages     int64 // branch + leaf pages of every bucket, overflow included
+	FreePages     int64 // HighWater - meta - freelist - tree: free or pending
+	TailPages     int64 // pages of the file past the high-water mark (grown, never used)
+	Fragmentation float64
+	// PredictedSize approximates the file after a defrag: the used pages
+	// (meta, tree) times the page size. bbolt's compact refills pages to
+	// etcd's fill percent 0.9, so the real size can differ by a few pages
+	// per bucket.
+	PredictedSize int64
+	TxID          uint64
+	Buckets       []BucketInfo
+}
+
+// metaInfo reads bbolt's two meta pages (FORMATS §7.2: page header 16
+// bytes, then magic, version, pageSize, flags, root{pgid, seq}, freelist,
+// pgid, txid, checksum) and returns the fields of the valid one with the
+// highest txid.
+func metaInfo(path string, pageSize int) (freelist, pgid, txid uint64, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	defer f.Close()
+	for i := 0; i < 2; i++ {
+		b := make([]byte, 16+64)
+		if _, err := f.ReadAt(b, int64(i*pageSize)); err != nil {
+			continue
+		}
+		m := b[16:]
+		if binary.LittleEndian.Uint32(m[0:]) != 0xED0CDAED {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if h.Sum64() != binary.LittleEndian.Uint64(m[56:]) {
+			continue
+		}
+		t := binary.LittleEndian.Uint64(m[48:])
+		if !ok || t > txid {
+			freelist, pgid, txid, ok = binary.LittleEndian.Uint64(m[32:]), binary.LittleEndian.Uint64(m[40:]), t, true
+		}
+	}
+	return freelist, pgid, txid, ok
+}
+
+// DBStats computes the page statistics of db (at path).
+func DBStats(db *bolt.DB, path string) (*Stats, error) {
+	s := &Stats{FileSize: fileSize(path), PageSize: db.Info().PageSize, MetaPages: 2}
+	bs, err := Buckets(db)
+	if err != nil {
+		return nil, err
+	}
+	s.Buckets = bs
+	err = safe(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			s.HighWater = tx.Size() / int64(s.PageSize)
+			st := tx.Cursor().Bucket().Stats()
+			s.TreePages = int64(st.BranchPageN + st.BranchOverflowN + st.LeafPageN + st.LeafOverflowN)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if fl, _, txid, ok := metaInfo(path, s.PageSize); ok {
+		s.TxID = txid
+		if fl != ^uint64(0) && int64(fl) < s.HighWater {
+			hdr := make([]byte, 16)
+			if f, err := os.Open(path); err == nil {
+				if _, err := f.ReadAt(hdr, int64(fl)*int64(s.PageSize)); err == nil {
+					s.FreelistPages = 1 + int64(binary.LittleEndian.Uint32(hdr[12:]))
+				}
+				f.Close()
+			}
+		}
+	}
+	s.FreePages = max(0, s.HighWater-s.MetaPages-s.FreelistPages-s.TreePages)
+	s.TailPages = max(0, s.FileSize/int64(s.PageSize)-s.HighWater)
+	if s.HighWater > 0 {
+		s.Fragmentation = float64(s.FreePages) / float64(s.HighWater)
+	}
+	s.PredictedSize = (s.MetaPages + s.FreelistPages + s.TreePages) * int64(s.PageSize)
+	return s, nil
+}
+
+func newStats() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "stats [PATH]",
+		Short: "Print page statistics: pages used and free, fragmentation, predicted size after defrag",
+		Long: `Print the db's page statistics: file size, page size, pages up to bbolt's
+high-water mark split into meta, freelist, bucket tree (branch+leaf+overflow)
+and free (on the freelist or pending), the pages past the high-water mark,
+fragmentation (free / high-water pages) and the predicted size after a defrag
+(used pages x page size; an approximation: bbolt's compact refills pages at
+etcd's fill percent), then the buckets.`,
+		Args:          cobra.MaximumNArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := c.dbPath(args)
+			if err != nil {
+				return err
+			}
+			db, err := OpenDB(path, c.timeout)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			s, err := DBStats(db, path)
+			if err != nil {
+				return err
+			}
+			return printStats(cmd.OutOrStdout(), c.format.Value, s)
+		},
+	}
+	c.add(cmd)
+	return cmd
+}
+
+func printStats(w io.Writer, f cli.Format, s *Stats) error {
+	if f == cli.JSON {
+		o := (&cli.Object{}).Set("kind", "stats").Set("file_size", s.FileSize).Set("page_size", s.PageSize).Set("txid", s.TxID)
+		o.Set("high_water_pages", s.HighWater).Set("meta_pages", s.MetaPages).Set("freelist_pages", s.FreelistPages)
+		o.Set("tree_pages", s.TreePages).Set("free_pages", s.FreePages).Set("tail_pages", s.TailPages)
+		o.Set("fragmentation", fmt.Sprintf("%.4f", s.Fragmentation)).Set("predicted_size_after_defrag", s.PredictedSize)
+		if err := cli.JSONLine(w, o); err != nil {
+			return err
+		}
+		for _, b := range s.Buckets {
+			o := (&cli.Object{}).Set("kind", "bucket").Set("name", b.Name).Set("keys", b.Keys).Set("bytes", b.Bytes).Set("pages", b.Pages).Set("inuse", b.Inuse)
+			if err := cli.JSONLine(w, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rows := [][]string{
+		{"file size", strconv.FormatInt(s.FileSize, 10)},
+		{"page size", strconv.Itoa(s.PageSize)},
+		{"txid", strconv.FormatUint(s.TxID, 10)},
+		{"pages (high-water mark)", strconv.FormatInt(s.HighWater, 10)},
+		{"meta pages", strconv.FormatInt(s.MetaPages, 10)},
+		{"freelist pages", strconv.FormatInt(s.FreelistPages, 10)},
+		{"bucket tree pages", strconv.FormatInt(s.TreePages, 10)},
+		{"free pages", strconv.FormatInt(s.FreePages, 10)},
+		{"pages past high-water mark", strconv.FormatInt(s.TailPages, 10)},
+		{"fragmentation", fmt.Sprintf("%.1f%% (free / high-water pages)", 100*s.Fragmentation)},
+		{"predicted size after defrag", fmt.Sprintf("%d (approximate: used pages x page size)", s.PredictedSize)},
+	}
+	if f == cli.Table {
+		if err := cli.WriteTable(w, []string{"STAT", "VALUE"}, rows); err != nil {
+			return err
+		}
+		var br [][]string
+		for _, b := range s.Buckets {
+			br = append(br, []string{b.Name, strconv.Itoa(b.Keys), strconv.FormatInt(b.Bytes, 10), strconv.Itoa(b.Pages), strconv.Itoa(b.Inuse)})
+		}
+		return cli.WriteTable(w, []string{"BUCKET", "KEYS", "BYTES", "PAGES", "INUSE"}, br)
+	}
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s: %s\n", r[0], r[1])
+	}
+	for _, b := range s.Buckets {
+		fmt.Fprintf(w, "bucket %s: keys=%d bytes=%d pages=%d inuse=%d\n", b.Name, b.Keys, b.Bytes, b.Pages, b.Inuse)
+	}
+	return nil
+}
