@@ -298,7 +298,12 @@ func (w *workload) next(step int) proto.Message {
 // cluster ID and raft term excepted), errors by gRPC code and message; then
 // the whole key space and HashKV.
 func TestServerDifferentialConformance(t *testing.T) {
-	const seed = 20261121
+	for _, seed := range []int64{20261121, 1, 99} {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { differential(t, seed) })
+	}
+}
+
+func differential(t *testing.T, seed int64) {
 	const steps = 600
 	t.Logf("seed %d, %d steps", seed, steps)
 	_, e := startEtcd(t, dataDir(t, "etcd"))

@@ -154,6 +154,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 			MaxWALs:                  maxWALs,
 			NoSync:                   f.unsafeNoFsync,
 		},
+		InitialClusterState: f.initialClusterState,
 		ListenClientURLs:    splitURLs(f.listenClientURLs),
 		AdvertiseClientURLs: splitURLs(f.advertiseClientURLs),
 		MaxRequestBytes:     int(f.maxRequestBytes),

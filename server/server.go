@@ -10,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/vfs"
+	"github.com/etckit/etckit/wal"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -63,6 +66,11 @@ type Config struct {
 	// ElectionTicks is --election-timeout / --heartbeat-interval (10).
 	TickInterval  time.Duration
 	ElectionTicks int
+
+	// InitialClusterState is --initial-cluster-state: "new" (default) or
+	// "existing". Joining an existing cluster needs the peer transport, so a
+	// member without a WAL refuses "existing" for now.
+	InitialClusterState string
 
 	Transport Transport
 	Logger    *slog.Logger
@@ -148,6 +156,19 @@ func New(cfg Config) (*Server, error) {
 	names, _, err := engine.ParseInitialCluster(cfg.Engine.InitialCluster)
 	if err == nil && len(names) > 1 && cfg.Transport == nil {
 		return nil, fmt.Errorf("server: --initial-cluster names %d members, but the peer transport is not implemented yet; only single-member clusters can run", len(names))
+	}
+	if cfg.InitialClusterState == "existing" {
+		walDir := cfg.Engine.WALDir
+		if walDir == "" {
+			walDir = filepath.Join(cfg.Engine.DataDir, "member", "wal")
+		}
+		fsys := cfg.Engine.FS
+		if fsys == nil {
+			fsys = vfs.OS{}
+		}
+		if !wal.Exist(fsys, walDir) {
+			return nil, fmt.Errorf("server: --initial-cluster-state=existing with no WAL in %s: joining a running cluster needs the peer transport, which is not implemented yet", walDir)
+		}
 	}
 	eng, err := engine.Open(cfg.Engine)
 	if err != nil {

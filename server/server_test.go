@@ -186,3 +186,11 @@ func TestLeaseExpiry(t *testing.T) {
 	}
 	t.Fatal("expired lease was never revoked")
 }
+
+func TestExistingStateNeedsWAL(t *testing.T) {
+	_, err := New(Config{InitialClusterState: "existing",
+		Engine: engine.Options{Name: "default", DataDir: filepath.Join(t.TempDir(), "x"), InitialCluster: "default=http://127.0.0.1:2380"}})
+	if err == nil || !strings.Contains(err.Error(), "peer transport") {
+		t.Fatalf("err %v", err)
+	}
+}
