@@ -121,6 +121,9 @@ func (e *Engine) applyNormal(ent *raftpb.Entry, done func(Result)) error {
 		// after a crash before consistent_index is committed answers
 		// ErrCompacted and changes nothing.
 		res.Resp, res.Err = e.applyCompaction(c)
+		if res.Err != nil && isStorageErr(res.Err) {
+			return fmt.Errorf("engine: apply entry %d: compaction: %w", idx, res.Err)
+		}
 		if err := e.withIndex(idx, term, func() error { return nil }); err != nil {
 			return err
 		}
@@ -206,12 +209,7 @@ func isStorageErr(err error) bool {
 }
 
 func (e *Engine) applyCompaction(c *pb.CompactionRequest) (proto.Message, error) {
-	err := e.store.Compact(c.GetRevision())
-	if err != nil && !isStorageErr(err) {
-		return nil, err
-	}
-	if err != nil {
-		e.log.Error("compaction failed", "revision", c.GetRevision(), "error", err)
+	if err := e.store.Compact(c.GetRevision()); err != nil {
 		return nil, err
 	}
 	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: e.store.Rev()}}, nil
