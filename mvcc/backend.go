@@ -123,6 +123,7 @@ type op struct {
 }
 
 type batch struct {
+	minRev int64 // smallest main revision in keyRev (0: none)
 	ops    []op
 	keyRev map[Revision][]byte // puts into the key bucket by revision
 	other  map[string]op       // last op per bucket+"\x00"+key, other buckets
@@ -134,6 +135,7 @@ func newBatch() *batch {
 
 type readTx struct {
 	tx   *bolt.Tx
+	key  *bolt.Bucket // the key bucket, looked up once per snapshot
 	refs atomic.Int64
 }
 
@@ -264,7 +266,7 @@ func (b *Backend) renewReadTx() error {
 	if err != nil {
 		return fmt.Errorf("mvcc: %s: begin read tx: %w", b.path, err)
 	}
-	r := &readTx{tx: tx}
+	r := &readTx{tx: tx, key: tx.Bucket(BucketKey)}
 	r.refs.Store(1)
 	old := b.rtx
 	b.rtx = r
@@ -406,6 +408,9 @@ func (w *WriteTx) putRev(r Revision, tomb bool, val []byte) {
 	w.p.ops = append(w.p.ops, op{bucket: "key", key: k, val: val})
 	if !tomb {
 		w.p.keyRev[r] = val
+		if w.p.minRev == 0 || r.Main < w.p.minRev {
+			w.p.minRev = r.Main
+		}
 	}
 }
 
@@ -475,19 +480,20 @@ func (v *View) Release() {
 // Tx returns the committed bbolt snapshot under the view.
 func (v *View) Tx() *bolt.Tx { return v.rtx.tx }
 
+// KeyBucket returns the key bucket of the committed snapshot (nil if
+// missing).
+func (v *View) KeyBucket() *bolt.Bucket { return v.rtx.key }
+
 // revValue returns the stored value of a put at r.
 func (v *View) revValue(r Revision, key []byte) ([]byte, bool) {
-	if v.pending != nil {
-		if val, ok := v.pending.keyRev[r]; ok {
-			return val, true
+	for _, p := range [2]*batch{v.pending, v.committing} {
+		if p != nil && p.minRev != 0 && r.Main >= p.minRev {
+			if val, ok := p.keyRev[r]; ok {
+				return val, true
+			}
 		}
 	}
-	if v.committing != nil {
-		if val, ok := v.committing.keyRev[r]; ok {
-			return val, true
-		}
-	}
-	bk := v.rtx.tx.Bucket(BucketKey)
+	bk := v.rtx.key
 	if bk == nil {
 		return nil, false
 	}

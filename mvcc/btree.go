@@ -109,11 +109,15 @@ func (t *indexTree) ascend(from string, fn func(ki *keyIndex) bool) {
 }
 
 func (n *btNode) ascend(from string, fn func(ki *keyIndex) bool) bool {
-	i, _ := n.find(from)
+	i := 0
+	if from != "" {
+		i, _ = n.find(from)
+	}
 	for ; i < len(n.items); i++ {
 		if n.children != nil && !n.children[i].ascend(from, fn) {
 			return false
 		}
+		from = "" // everything right of the first position is >= from
 		if ki := &n.items[i]; len(ki.h) > 0 && !fn(ki) {
 			return false
 		}

@@ -95,7 +95,7 @@ func (s *Store) HashKV(rev int64) (KeyValueHash, int64, error) {
 	s.mu.RUnlock()
 	defer v.Release()
 	h := newKVHasher(compactRev, rev, keep)
-	if bk := v.Tx().Bucket(BucketKey); bk != nil {
+	if bk := v.KeyBucket(); bk != nil {
 		c := bk.Cursor()
 		for k, val := c.First(); k != nil; k, val = c.Next() {
 			if err := h.write(k, val); err != nil {
@@ -217,7 +217,7 @@ func (s *Store) physicalCompact(rev, prev int64, keep map[Revision]struct{}, sto
 		First() ([]byte, []byte)
 		Next() ([]byte, []byte)
 	}
-	if bk := snap.Tx().Bucket(BucketKey); bk != nil {
+	if bk := snap.KeyBucket(); bk != nil {
 		c = bk.Cursor()
 	}
 	var k, v []byte
