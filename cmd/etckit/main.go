@@ -12,6 +12,7 @@ import (
 	"github.com/etckit/etckit/tools/doctor"
 	"github.com/etckit/etckit/tools/dumpdb"
 	"github.com/etckit/etckit/tools/dumplogs"
+	"github.com/etckit/etckit/tools/snapshot"
 	"github.com/etckit/etckit/tools/walverify"
 	"github.com/spf13/cobra"
 )
@@ -25,6 +26,7 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(dumplogs.NewCommand())
 	root.AddCommand(walverify.NewCommand())
+	root.AddCommand(snapshot.NewCommand())
 	root.AddCommand(dumpdb.NewCommand())
 	root.AddCommand(doctor.NewCommand())
 	return root

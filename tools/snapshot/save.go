@@ -1,0 +1,252 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/snap"
+	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/vfs"
+	"github.com/spf13/cobra"
+	bolt "go.etcd.io/bbolt"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// waitReady waits until conn is connected or ctx ends.
+func waitReady(ctx context.Context, conn *grpc.ClientConn) error {
+	for {
+		s := conn.GetState()
+		if s == connectivity.Ready {
+			return nil
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return fmt.Errorf("%w (last state %s)", ctx.Err(), s)
+		}
+	}
+}
+
+// SaveResult describes a saved snapshot.
+type SaveResult struct {
+	Path          string
+	Size          int64  // file size, trailer included
+	ServerVersion string // from the stream (online save)
+	Took          time.Duration
+}
+
+func newSave(cfg Config) *cobra.Command {
+	var endpoints, dataDir string
+	var dialTimeout, cmdTimeout, lockTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "save FILE (--endpoints HOST:PORT | --data-dir DIR)",
+		Short: "Save a db snapshot with its sha256 trailer, from a running server or offline from a data dir",
+		Long: `With --endpoints, stream Maintenance.Snapshot from a running etcd or etckit
+(as etcdctl snapshot save): the data goes to FILE.part (0600), the sha256
+trailer the server appends is checked, the file is fsynced and renamed to FILE.
+
+With --data-dir, copy DIR/member/snap/db offline: the db is opened read-only
+and written by one bbolt read transaction (a consistent image; the shared
+lock is held only that long), followed by its sha256, through a temporary
+file, fsync and rename. A running etcd holds the db exclusively: stop it, or
+use --endpoints.`,
+		Args:          cobra.ExactArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res *SaveResult
+			var err error
+			switch {
+			case (endpoints == "") == (dataDir == ""):
+				return cli.Usage("snapshot save: give exactly one of --endpoints and --data-dir")
+			case endpoints != "":
+				ctx := cmd.Context()
+				if ctx == nil {
+					ctx = context.Background()
+				}
+				if cmdTimeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, cmdTimeout)
+					defer cancel()
+				}
+				res, err = SaveFromEndpoint(ctx, endpoints, args[0], dialTimeout)
+			default:
+				res, err = SaveFromDataDir(cfg.FS, filepath.Join(dataDir, "member", "snap", "db"), args[0], lockTimeout)
+			}
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Snapshot saved at %s\n", res.Path)
+			if res.ServerVersion != "" {
+				fmt.Fprintf(w, "Server version %s\n", res.ServerVersion)
+			}
+			fmt.Fprintf(w, "size %d (%s), sha256 trailer verified\n", res.Size, humanBytes(uint64(res.Size)))
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&endpoints, "endpoints", "", "the server to stream from (host:port or http://host:port; one endpoint, plain-text gRPC)")
+	fs.StringVar(&dataDir, "data-dir", "", "copy this stopped member's db offline instead")
+	fs.DurationVar(&dialTimeout, "dial-timeout", 5*time.Second, "timeout for connecting to the endpoint")
+	fs.DurationVar(&cmdTimeout, "command-timeout", 0, "timeout for the whole transfer (0: none, as etcdctl)")
+	fs.DurationVar(&lockTimeout, "timeout", 10*time.Second, "how long to wait for the db lock with --data-dir")
+	return cmd
+}
+
+// SaveFromDataDir writes dst: the db at dbPath as one bbolt read
+// transaction sees it, followed by its sha256 (snap.WriteWithTrailer:
+// temporary file, fsync, rename, directory fsync).
+func SaveFromDataDir(fsys vfs.FS, dbPath, dst string, lockTimeout time.Duration) (*SaveResult, error) {
+	start := time.Now()
+	if _, err := os.Stat(dbPath); err != nil {
+		return nil, cli.Usage("snapshot save: %v", err)
+	}
+	b, err := mvcc.OpenBackend(dbPath, mvcc.BackendOptions{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		var le *mvcc.LockedError
+		if errors.As(err, &le) {
+			return nil, fmt.Errorf("snapshot save: %w; a running member holds its db: stop it, or save from it with --endpoints", err)
+		}
+		return nil, err
+	}
+	defer b.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		err := b.DB().View(func(tx *bolt.Tx) error {
+			_, err := tx.WriteTo(pw)
+			return err
+		})
+		pw.CloseWithError(err)
+	}()
+	n, err := snap.WriteWithTrailer(fsys, dst, pr)
+	pr.CloseWithError(io.ErrClosedPipe) // unblocks the writer if WriteWithTrailer stopped early
+	if err != nil {
+		return nil, fmt.Errorf("snapshot save: %s from %s: %w", dst, dbPath, err)
+	}
+	if err := snap.Verify(fsys, dst); err != nil {
+		return nil, fmt.Errorf("snapshot save: verify %s: %w", dst, err)
+	}
+	return &SaveResult{Path: dst, Size: n, Took: time.Since(start)}, nil
+}
+
+// endpointTarget accepts host:port or a URL.
+func endpointTarget(ep string) (string, error) {
+	if strings.Contains(ep, ",") {
+		return "", cli.Usage("snapshot save: one endpoint only, got %q", ep)
+	}
+	for _, p := range []string{"http://", "unix://"} {
+		if strings.HasPrefix(ep, p) {
+			if p == "unix://" {
+				return ep, nil
+			}
+			ep = strings.TrimPrefix(ep, p)
+		}
+	}
+	if strings.HasPrefix(ep, "https://") {
+		return "", cli.Usage("snapshot save: TLS endpoints are not supported yet (%s)", ep)
+	}
+	return strings.TrimSuffix(ep, "/"), nil
+}
+
+// SaveFromEndpoint streams Maintenance.Snapshot from the server at
+// endpoint into dst.part, checks the sha256 trailer, fsyncs and renames it
+// to dst.
+func SaveFromEndpoint(ctx context.Context, endpoint, dst string, dialTimeout time.Duration) (res *SaveResult, err error) {
+	start := time.Now()
+	target, err := endpointTarget(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot save: %s: %w", endpoint, err)
+	}
+	defer conn.Close()
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	conn.Connect()
+	if err := waitReady(dctx, conn); err != nil {
+		return nil, fmt.Errorf("snapshot save: connect to %s: %w", endpoint, err)
+	}
+	stream, err := pb.NewMaintenanceClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot save: %s: %w", endpoint, err)
+	}
+	part := dst + ".part"
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot save: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(part)
+		}
+	}()
+	var size int64
+	var version string
+	for {
+		resp, rerr := stream.Recv()
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("snapshot save: %s: stream broke after %d bytes: %w", endpoint, size, rerr)
+		}
+		if resp.GetVersion() != "" {
+			version = resp.GetVersion()
+		}
+		n, werr := f.Write(resp.GetBlob())
+		size += int64(n)
+		if werr != nil {
+			return nil, fmt.Errorf("snapshot save: %w", werr)
+		}
+	}
+	if err = checkTrailer(f, part, size); err != nil {
+		return nil, err
+	}
+	if err = f.Sync(); err != nil {
+		return nil, fmt.Errorf("snapshot save: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return nil, fmt.Errorf("snapshot save: %w", err)
+	}
+	if err = os.Rename(part, dst); err != nil {
+		return nil, fmt.Errorf("snapshot save: %w", err)
+	}
+	if err = (vfs.OS{}).SyncDir(filepath.Dir(dst)); err != nil {
+		return nil, fmt.Errorf("snapshot save: %w", err)
+	}
+	return &SaveResult{Path: dst, Size: size, ServerVersion: version, Took: time.Since(start)}, nil
+}
+
+// checkTrailer verifies that the streamed file ends with the sha256 of
+// what precedes it (etcd's server appends it).
+func checkTrailer(f *os.File, path string, size int64) error {
+	if !snap.HasTrailer(size) {
+		return fmt.Errorf("snapshot save: %s: %d bytes received, which cannot end with a sha256 trailer (size %% 512 != 32): the stream was cut short", path, size)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-snap.TrailerSize)); err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	trailer := make([]byte, snap.TrailerSize)
+	if _, err := f.ReadAt(trailer, size-snap.TrailerSize); err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	if !bytes.Equal(h.Sum(nil), trailer) {
+		return fmt.Errorf("snapshot save: %s: the sha256 trailer at offset %d does not match the %d bytes received: %w", path, size-snap.TrailerSize, size-snap.TrailerSize, snap.ErrDigestMismatch)
+	}
+	return nil
+}
