@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/etckit/etckit/server"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/tools/doctor"
 	"github.com/etckit/etckit/tools/dumpdb"
@@ -20,10 +21,11 @@ import (
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "etckit",
-		Short:         "Read, check and repair etcd data directories byte for byte",
+		Short:         "Serve, read, check and repair etcd data directories byte for byte",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(server.NewCommand())
 	root.AddCommand(dumplogs.NewCommand())
 	root.AddCommand(walverify.NewCommand())
 	root.AddCommand(snapshot.NewCommand())
