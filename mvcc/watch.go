@@ -42,6 +42,19 @@ type WatchOptions struct {
 	// Fragment splits a response larger than the stream's MaxResponseBytes
 	// into several, all but the last marked Fragment.
 	Fragment bool
+	// ProgressNotify asks for a progress response (no events, the current
+	// revision) after every ProgressNotifyInterval without events.
+	ProgressNotify bool
+}
+
+// WatchStreamOptions configures a WatchStream.
+type WatchStreamOptions struct {
+	// MaxResponseBytes bounds fragmented responses (etcd:
+	// --max-request-bytes, 1.5 MiB by default).
+	MaxResponseBytes int
+	// ProgressNotifyInterval is the period of progress notifications
+	// (etcd: 10 minutes).
+	ProgressNotifyInterval time.Duration
 }
 
 // watchChanBuf is the number of responses a stream buffers before its
@@ -62,6 +75,8 @@ type watcher struct {
 	noPut    bool
 	noDelete bool
 	fragment bool
+	progress bool // progress notifications wanted
+	quiet    bool // no events sent since the last progress tick; sendLoop only
 	synced   bool
 	victim   *watchResp // undelivered events of one revision (etcd's victim batch)
 }
@@ -354,15 +369,23 @@ type WatchStream struct {
 	closec   chan struct{}
 }
 
-// NewWatchStream opens a stream. maxResponseBytes bounds fragmented
-// responses (etcd: --max-request-bytes, 1.5 MiB); 0 uses 1.5 MiB.
+// NewWatchStream opens a stream whose fragmented responses stay under
+// maxResponseBytes (0: 1.5 MiB), with etcd's 10-minute progress interval.
 func (s *Store) NewWatchStream(maxResponseBytes int) *WatchStream {
-	if maxResponseBytes <= 0 {
-		maxResponseBytes = 3 << 19
+	return s.NewWatchStreamOptions(WatchStreamOptions{MaxResponseBytes: maxResponseBytes})
+}
+
+// NewWatchStreamOptions opens a stream configured by o.
+func (s *Store) NewWatchStreamOptions(o WatchStreamOptions) *WatchStream {
+	if o.MaxResponseBytes <= 0 {
+		o.MaxResponseBytes = 3 << 19
+	}
+	if o.ProgressNotifyInterval <= 0 {
+		o.ProgressNotifyInterval = 10 * time.Minute
 	}
 	ws := &WatchStream{s: s, in: make(chan watchResp, watchChanBuf), out: make(chan *pb.WatchResponse),
-		maxBytes: maxResponseBytes, watchers: make(map[int64]*watcher), donec: make(chan struct{}), closec: make(chan struct{})}
-	go ws.sendLoop()
+		maxBytes: o.MaxResponseBytes, watchers: make(map[int64]*watcher), donec: make(chan struct{}), closec: make(chan struct{})}
+	go ws.sendLoop(o.ProgressNotifyInterval)
 	return ws
 }
 
@@ -393,7 +416,7 @@ func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
 		return 0, ErrEmptyKey
 	}
 	end := mkGteRange(o.RangeEnd)
-	w := &watcher{ws: ws, key: string(o.Key), prevKV: o.PrevKV, fragment: o.Fragment}
+	w := &watcher{ws: ws, key: string(o.Key), prevKV: o.PrevKV, fragment: o.Fragment, progress: o.ProgressNotify}
 	switch {
 	case end == nil:
 		w.single = true
@@ -505,14 +528,32 @@ func (ws *WatchStream) Close() {
 	<-ws.donec
 }
 
-// sendLoop turns internal responses into etcd WatchResponses.
-func (ws *WatchStream) sendLoop() {
+// sendLoop turns internal responses into etcd WatchResponses, and asks for
+// progress notifications of quiet watchers every interval (as etcd's gRPC
+// watch server does).
+func (ws *WatchStream) sendLoop(interval time.Duration) {
 	defer close(ws.donec)
 	defer close(ws.out)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
 	for {
 		var r watchResp
 		select {
 		case r = <-ws.in:
+		case <-tick.C:
+			ws.mu.Lock()
+			var quiet []int64
+			for id, w := range ws.watchers {
+				if w.progress && w.quiet {
+					quiet = append(quiet, id)
+				}
+				w.quiet = true
+			}
+			ws.mu.Unlock()
+			for _, id := range quiet {
+				ws.RequestProgress(id)
+			}
+			continue
 		case <-ws.closec:
 			return
 		}
@@ -548,6 +589,11 @@ func (ws *WatchStream) sendLoop() {
 			}
 			if len(r.events) > 0 && len(wr.Events) == 0 {
 				continue // everything filtered
+			}
+			if len(wr.Events) > 0 {
+				ws.mu.Lock()
+				w.quiet = false
+				ws.mu.Unlock()
 			}
 		}
 		if w.fragment {

@@ -3,6 +3,7 @@ package mvcc
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -197,6 +198,23 @@ func TestWatchFragments(t *testing.T) {
 	for i, ev := range evs {
 		if string(ev.Kv.Key) != fmt.Sprintf("f/%02d", i) {
 			t.Fatalf("event %d: %s", i, ev.Kv.Key)
+		}
+	}
+}
+
+func TestWatchProgressNotify(t *testing.T) {
+	s, _ := openTestStore(t, Options{})
+	mustPut(t, s, "a", "1")
+	ws := s.NewWatchStreamOptions(WatchStreamOptions{ProgressNotifyInterval: 10 * time.Millisecond})
+	defer ws.Close()
+	id, _ := ws.Watch(WatchOptions{Key: []byte("a"), ProgressNotify: true})
+	if _, err := ws.Watch(WatchOptions{Key: []byte("b")}); err != nil { // no notifications
+		t.Fatal(err)
+	}
+	for range 3 {
+		r := <-ws.Chan()
+		if r.WatchId != id || len(r.Events) != 0 || r.Header.Revision != 2 {
+			t.Fatalf("%v", r)
 		}
 	}
 }
