@@ -225,7 +225,7 @@ func iterate(cmd *cobra.Command, db *bolt.DB, path, bucket string, limit int, de
 					}
 				}
 				if d.Err != nil {
-					if err := rep.report(Problem{File: path, Offset: FileOffset(db, size, k), Bucket: bucket, Key: k, Detail: d.Err.Error()}); err != nil {
+					if err := rep.report(Problem{File: path, Offset: PairOffset(db, tx, path, size, bucket, k, v), Bucket: bucket, Key: k, Detail: d.Err.Error()}); err != nil {
 						return err
 					}
 				}
@@ -430,7 +430,7 @@ key bucket.`,
 						prog.Update(done)
 						d := decodeKey(k, v)
 						if d.Err != nil {
-							if err := rep.report(Problem{File: path, Offset: FileOffset(db, size, k), Bucket: "key", Key: k, Detail: d.Err.Error()}); err != nil {
+							if err := rep.report(Problem{File: path, Offset: PairOffset(db, tx, path, size, "key", k, v), Bucket: "key", Key: k, Detail: d.Err.Error()}); err != nil {
 								return err
 							}
 						}

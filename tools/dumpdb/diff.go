@@ -171,7 +171,7 @@ func Diff(dbA, dbB *bolt.DB, pathA, pathB string, progress func(done int64)) (*D
 			return dbB.View(func(txB *bolt.Tx) error {
 				a, b := openSide(txA, dbA, pathA), openSide(txB, dbB, pathB)
 				res.A, res.B = a, b
-				res.From = max(a.compact, b.compact) + 1
+				res.From = max(a.compact, b.compact, 1) + 1
 				res.To = min(a.last, b.last)
 				a.upTo, b.upTo = res.To, res.To
 				var ga, gb revGroup

@@ -45,6 +45,7 @@
 package dumpdb
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -200,6 +201,36 @@ func FileOffset(db *bolt.DB, size int64, b []byte) int64 {
 		return -1
 	}
 	return int64(p - base)
+}
+
+// PairOffset returns the byte offset in the db file (at path) of the pair
+// (k, v) of a top-level bucket, or -1. Pairs of an inline bucket whose
+// bytes bbolt copied (unaligned) are found next to the bucket's name in its
+// parent page: in a leaf page a key is followed by its value.
+func PairOffset(db *bolt.DB, tx *bolt.Tx, path string, size int64, bucket string, k, v []byte) int64 {
+	if off := FileOffset(db, size, k); off >= 0 {
+		return off
+	}
+	nk, _ := tx.Cursor().Seek([]byte(bucket))
+	if string(nk) != bucket {
+		return -1
+	}
+	start := FileOffset(db, size, nk)
+	if start < 0 {
+		return -1
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	buf := make([]byte, min(2*int64(db.Info().PageSize), size-start))
+	n, _ := f.ReadAt(buf, start)
+	i := bytes.Index(buf[:n], append(bytes.Clone(k), v...))
+	if i < 0 {
+		return -1
+	}
+	return start + int64(i)
 }
 
 // Problem is one damaged item found while dumping.
