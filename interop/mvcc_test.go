@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/etcd/server/v3/lease"
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	etcdmvcc "go.etcd.io/etcd/server/v3/storage/mvcc"
+	"go.etcd.io/etcd/server/v3/storage/schema"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
@@ -650,5 +651,72 @@ func TestMVCCFixtureEveryRevision(t *testing.T) {
 		p.op = i
 		r := g.rangeReq(105, 81)
 		p.compareRange(r)
+	}
+}
+
+// TestMVCCTombstoneAtCompactRev pins etcd's rules for a tombstone at exactly
+// the compact revision (kept by compaction, left out of HashKV) and for the
+// hash recorded by a compaction.
+func TestMVCCTombstoneAtCompactRev(t *testing.T) {
+	dir := t.TempDir()
+	p := &pair{t: t, e: openEtcdKV(t, filepath.Join(dir, "etcd.db")), k: openEtckit(t, filepath.Join(dir, "etckit.db")), op: -1}
+	defer p.e.close()
+	defer p.k.Close()
+	do := func(what string, fe, fk func() error) {
+		t.Helper()
+		if ee, ek := fe(), fk(); errText(ee) != errText(ek) {
+			t.Fatalf("%s: etcd %v, etckit %v", what, ee, ek)
+		}
+	}
+	put := func(k string) {
+		r := &etcdserverpb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}
+		do("put "+k, func() error { _, err := p.e.put(r); return err }, func() error { _, err := p.k.Put(r); return err })
+	}
+	del := func(k string) {
+		r := &etcdserverpb.DeleteRangeRequest{Key: []byte(k)}
+		do("delete "+k, func() error { _, err := p.e.del(r); return err }, func() error { _, err := p.k.DeleteRange(r); return err })
+	}
+	compact := func(rev int64) {
+		do(fmt.Sprint("compact ", rev), func() error { return p.e.compact(rev) }, func() error { return p.k.Compact(rev) })
+	}
+	put("a") // 2
+	put("b") // 3
+	del("a") // 4
+	for rev := int64(0); rev <= 4; rev++ {
+		p.compareHash(rev)
+	}
+	compact(4) // the tombstone of a is exactly at the compact revision
+	p.compareAll(true)
+	put("a") // 5
+	put("c") // 6
+	del("c") // 7
+	compact(6)
+	p.compareAll(true)
+	compact(7) // tombstone of c at 7; a's old tombstone goes
+	p.compareAll(true)
+	for rev := int64(0); rev <= 8; rev++ {
+		p.compareHash(rev)
+	}
+	compareBucketsOpen(t, p)
+}
+
+// compareBucketsOpen compares the key buckets of the two open stores after
+// committing both.
+func compareBucketsOpen(t *testing.T, p *pair) {
+	t.Helper()
+	p.e.be.ForceCommit()
+	if err := p.k.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var ek, kk [][2]string
+	tx := p.e.be.ReadTx()
+	tx.RLock()
+	_ = tx.UnsafeForEach(schema.Key, func(k, v []byte) error { ek = append(ek, [2]string{string(k), string(v)}); return nil })
+	tx.RUnlock()
+	snap := p.k.Backend().Snapshot()
+	_ = snap.KeyBucket().ForEach(func(k, v []byte) error { kk = append(kk, [2]string{string(k), string(v)}); return nil })
+	snap.Release()
+	if fmt.Sprintf("%x", ek) != fmt.Sprintf("%x", kk) {
+		t.Fatalf("key buckets differ:\n etcd   %x\n etckit %x", ek, kk)
 	}
 }

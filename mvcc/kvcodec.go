@@ -1,7 +1,6 @@
 package mvcc
 
 import (
-	"errors"
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -73,8 +72,6 @@ type kvFields struct {
 	key, value              []byte
 	create, mod, ver, lease int64
 }
-
-var errTruncatedKV = errors.New("truncated mvccpb.KeyValue")
 
 // decodeKV decodes b as protobuf-go would (unknown fields and fields of an
 // unexpected wire type are skipped, the last occurrence wins), without
