@@ -275,7 +275,7 @@ func (d *doc) checkMembers(db *bolt.DB, tx *bolt.Tx, size int64) {
 	if b := tx.Bucket(mvcc.BucketMembers); b != nil {
 		_ = b.ForEach(func(k, v []byte) error {
 			if dec := dumpdb.Decode("members", k, v); dec.Err != nil {
-				d.add(SevError, "membership", r.DBPath, dumpdb.FileOffset(db, size, k), "members/%q: %v", k, dec.Err)
+				d.add(SevError, "membership", r.DBPath, dumpdb.PairOffset(db, tx, d.r.DBPath, size, "members", k, v), "members/%q: %v", k, dec.Err)
 			}
 			r.DBMembers = append(r.DBMembers, string(k))
 			return nil
@@ -293,7 +293,7 @@ func (d *doc) checkLeases(db *bolt.DB, tx *bolt.Tx, size int64) {
 	if b := tx.Bucket(mvcc.BucketLease); b != nil {
 		_ = b.ForEach(func(k, v []byte) error {
 			if dec := dumpdb.Decode("lease", k, v); dec.Err != nil {
-				d.add(SevError, "lease", d.r.DBPath, dumpdb.FileOffset(db, size, k), "lease %x: %v", k, dec.Err)
+				d.add(SevError, "lease", d.r.DBPath, dumpdb.PairOffset(db, tx, d.r.DBPath, size, "lease", k, v), "lease %x: %v", k, dec.Err)
 			}
 			return nil
 		})
@@ -320,7 +320,7 @@ func (d *doc) checkKeys(db *bolt.DB, tx *bolt.Tx, size int64) {
 	report := func(k []byte, format string, args ...any) {
 		bad++
 		if bad <= 100 {
-			d.add(SevError, "revisions", r.DBPath, dumpdb.FileOffset(db, size, k), "key bucket %x: %s", k, fmt.Sprintf(format, args...))
+			d.add(SevError, "revisions", r.DBPath, dumpdb.PairOffset(db, tx, r.DBPath, size, "key", k, nil), "key bucket %x: %s", k, fmt.Sprintf(format, args...))
 		}
 	}
 	c := b.Cursor()

@@ -192,8 +192,12 @@ func (r *Report) summaryRows() [][]string {
 		rows = append(rows, []string{"snap members", fmt.Sprintf("%s (%s)", strings.Join(r.SnapMembers, ","), r.SnapFile)})
 	}
 	if p := r.Replay; p != nil {
+		what := fmt.Sprintf("%d entries applied (%d..%d) on a copy", p.Applied, p.From, p.To)
+		if p.Applied == 0 {
+			what = "nothing to apply: every committed entry is in the db"
+		}
 		rows = append(rows,
-			[]string{"replay", fmt.Sprintf("%d entries applied (%d..%d) on a copy", p.Applied, p.From, p.To)},
+			[]string{"replay", what},
 			[]string{"after replay", fmt.Sprintf("consistent index %d, revision %d, compact revision %d, %d keys, hashkv %d, members %s",
 				p.ConsistentIndex, p.Revision, p.CompactRev, p.Keys, p.Hash, strings.Join(p.Members, ","))})
 	}
