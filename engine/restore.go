@@ -201,6 +201,11 @@ func Restore(o RestoreOptions) (*RestoreResult, error) {
 		if _, err := snap.CopyWithoutTrailer(vfs.OS{}, p.o.SnapshotPath, p.dbPath, p.o.SkipHashCheck); err != nil {
 			return explainCopyError(p.o.SnapshotPath, err)
 		}
+		// Without a checked trailer nothing vouches for the file: walk its
+		// pages before bbolt opens it (bbolt may crash on a damaged page).
+		if err := checkDBFile(p.dbPath); err != nil {
+			return fmt.Errorf("engine: restore: %s is not a usable bbolt db: %w", p.o.SnapshotPath, err)
+		}
 		res, err = p.finish()
 		return err
 	})
@@ -825,7 +830,27 @@ func openSourceDB(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
+// checkDBFile runs CheckDBPages over a whole db file.
+func checkDBFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if cerr := CheckDBPages(f, fi.Size(), path); cerr != nil {
+		return cerr
+	}
+	return nil
+}
+
 func readConsistentIndex(path string) (uint64, error) {
+	if err := checkDBFile(path); err != nil {
+		return 0, fmt.Errorf("engine: point-in-time restore: base %s is damaged: %w", path, err)
+	}
 	db, err := openSourceDB(path)
 	if err != nil {
 		return 0, err

@@ -488,3 +488,131 @@ func maps2Equal(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// TestRestorePointInTimeBases: a member dir written by the engine with a
+// .snap.db at index 151 (as a leader's snapshot would leave) and later WAL
+// segments purged: the newest base at or below each target is used, and a
+// target the WAL no longer reaches is refused.
+func TestRestorePointInTimeBases(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m1")
+	opts := Options{Name: "m1", DataDir: dir, InitialCluster: "m1=http://127.0.0.1:2380", NoSync: true,
+		WALSegmentSize: 16 << 10, MaxWALs: 1, MaxSnapshots: 5}
+	e, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &confChanger{}
+	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+		t.Fatal(err)
+	}
+	at := map[uint64][]string{} // keyspace after each index
+	for i := 0; i < 300; i++ {
+		appendNormal(t, e, cc, 2, put(uint64(i+1), fmt.Sprintf("k%02d", i%40), fmt.Sprintf("%03d-%s", i, strings.Repeat("v", 150))))
+		idx, _ := e.Applied()
+		at[idx] = allKVs(t, e.Store(), 0)
+		if idx == 151 {
+			// A db snapshot received from a leader at index 151.
+			if err := e.Store().Commit(); err != nil {
+				t.Fatal(err)
+			}
+			v := e.Store().Backend().Snapshot()
+			f, err := os.Create(filepath.Join(dir, "member", "snap", snap.DBFileName(151)))
+			if err == nil {
+				_, err = v.Tx().WriteTo(f)
+				f.Close()
+			}
+			v.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	n := 0
+	pitr := func(o PointInTimeOptions) (*RestoreResult, error) {
+		n++
+		o.RestoreOptions = fixtureRestoreOptions(t, filepath.Join(root, fmt.Sprint(n)))
+		o.FromDataDir = dir
+		return RestorePointInTime(o)
+	}
+	check := func(idx uint64, wantBase string, wantApplied int) {
+		t.Helper()
+		res, err := pitr(PointInTimeOptions{ToIndex: idx})
+		if err != nil {
+			t.Fatalf("index %d: %v", idx, err)
+		}
+		pr := res.PointInTime
+		if pr.BaseKind != wantBase || pr.Applied != wantApplied || pr.Index != idx {
+			t.Fatalf("index %d: %+v, want base %s + %d", idx, pr, wantBase, wantApplied)
+		}
+		s, err := mvcc.Open(res.DBPath, mvcc.Options{Backend: mvcc.BackendOptions{ReadOnly: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if got := allKVs(t, s, 0); !slices.Equal(got, at[idx]) {
+			t.Fatalf("index %d: keyspace differs", idx)
+		}
+	}
+	check(100, "empty", 100)
+	check(151, "snap.db", 0)
+	check(200, "snap.db", 49)
+	check(301, "db", 0)
+	if _, err := pitr(PointInTimeOptions{ToIndex: 200, Base: "empty"}); err != nil {
+		t.Errorf("forced empty base: %v", err)
+	}
+
+	// Later: more entries and a snapshot; the purge keeps only the last
+	// segment, so the WAL no longer reaches back to index 0 or 151.
+	e, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		appendNormal(t, e, cc, 3, put(uint64(1000+i), "late", fmt.Sprint(i)))
+	}
+	if err := e.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "member", "wal", "*.wal"))
+	if len(segs) != 1 {
+		t.Fatalf("segments after purge: %v", segs)
+	}
+	if _, err := pitr(PointInTimeOptions{ToIndex: 200}); err == nil || !strings.Contains(err.Error(), "older than the WAL") {
+		t.Errorf("index 200 after purge: %v", err)
+	}
+	res, err := pitr(PointInTimeOptions{ToIndex: 306})
+	if err != nil || res.PointInTime.BaseKind != "db" || res.PointInTime.Applied != 0 {
+		t.Errorf("index 306 after purge: %+v %v", res, err)
+	}
+	if _, err := pitr(PointInTimeOptions{ToIndex: 303}); err == nil || !strings.Contains(err.Error(), "older than the WAL (it starts after index 306)") {
+		t.Errorf("index 303 after purge: %v", err)
+	}
+}
+
+// TestRestoreSkipHashCheckDamaged: --skip-hash-check does not let a
+// structurally damaged db through; the offset is named.
+func TestRestoreSkipHashCheckDamaged(t *testing.T) {
+	b, err := os.ReadFile(fixture.Path(t, "etcd-3.6.16/snapshot-db/small-snapshot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = b[:len(b)-32] // a bare db
+	b[16384] ^= 0x40
+	p := filepath.Join(t.TempDir(), "db")
+	os.WriteFile(p, b, 0o600)
+	o := fixtureRestoreOptions(t, filepath.Join(t.TempDir(), "out"))
+	o.SnapshotPath, o.SkipHashCheck = p, true
+	if _, err := Restore(o); err == nil || !strings.Contains(err.Error(), "corrupt at offset 16384") {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := os.Stat(o.DataDir); !os.IsNotExist(err) {
+		t.Errorf("left %s", o.DataDir)
+	}
+}
