@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/vfs"
+	"github.com/etckit/etckit/wal"
 	"github.com/spf13/cobra"
 	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -43,10 +45,14 @@ type SaveResult struct {
 	Size          int64  // file size, trailer included
 	ServerVersion string // from the stream (online save)
 	Took          time.Duration
+	// Offline save: the db's consistent_index and the WAL's commit index
+	// (0 when the WAL could not be read). WALCommit > ConsistentIndex means
+	// committed entries exist only in the WAL: the saved file lacks them.
+	ConsistentIndex, WALCommit uint64
 }
 
 func newSave(cfg Config) *cobra.Command {
-	var endpoints, dataDir string
+	var endpoints, dataDir, walDir string
 	var dialTimeout, cmdTimeout, lockTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "save FILE (--endpoints HOST:PORT | --data-dir DIR)",
@@ -81,7 +87,7 @@ use --endpoints.`,
 				}
 				res, err = SaveFromEndpoint(ctx, endpoints, args[0], dialTimeout)
 			default:
-				res, err = SaveFromDataDir(cfg.FS, filepath.Join(dataDir, "member", "snap", "db"), args[0], lockTimeout)
+				res, err = SaveFromDataDir(cfg.FS, dataDir, walDir, args[0], lockTimeout)
 			}
 			if err != nil {
 				return err
@@ -92,23 +98,36 @@ use --endpoints.`,
 				fmt.Fprintf(w, "Server version %s\n", res.ServerVersion)
 			}
 			fmt.Fprintf(w, "size %d (%s), sha256 trailer verified\n", res.Size, humanBytes(uint64(res.Size)))
+			if res.WALCommit > res.ConsistentIndex {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the db was applied up to index %d but the WAL commits up to %d: entries %d..%d are only in the WAL (etcd replays them at start) and are not in %s.\n"+
+					"For a snapshot that includes them: etckit snapshot restore --from-data-dir %s --to-index %d --data-dir TMP ..., then etckit snapshot save FILE --data-dir TMP\n",
+					res.ConsistentIndex, res.WALCommit, res.ConsistentIndex+1, res.WALCommit, res.Path, dataDir, res.WALCommit)
+			}
 			return nil
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&endpoints, "endpoints", "", "the server to stream from (host:port or http://host:port; one endpoint, plain-text gRPC)")
 	fs.StringVar(&dataDir, "data-dir", "", "copy this stopped member's db offline instead")
+	fs.StringVar(&walDir, "wal-dir", "", "with --data-dir: the member's dedicated WAL directory (to check the db is not behind it)")
 	fs.DurationVar(&dialTimeout, "dial-timeout", 5*time.Second, "timeout for connecting to the endpoint")
 	fs.DurationVar(&cmdTimeout, "command-timeout", 0, "timeout for the whole transfer (0: none, as etcdctl)")
 	fs.DurationVar(&lockTimeout, "timeout", 10*time.Second, "how long to wait for the db lock with --data-dir")
 	return cmd
 }
 
-// SaveFromDataDir writes dst: the db at dbPath as one bbolt read
-// transaction sees it, followed by its sha256 (snap.WriteWithTrailer:
-// temporary file, fsync, rename, directory fsync).
-func SaveFromDataDir(fsys vfs.FS, dbPath, dst string, lockTimeout time.Duration) (*SaveResult, error) {
+// SaveFromDataDir writes dst: the member's db (dataDir/member/snap/db) as
+// one bbolt read transaction sees it, followed by its sha256
+// (snap.WriteWithTrailer: temporary file, fsync, rename, directory fsync).
+// It also reports the db's consistent_index and the commit index of the
+// WAL (walDir, default dataDir/member/wal), so that a db behind its WAL is
+// noticed.
+func SaveFromDataDir(fsys vfs.FS, dataDir, walDir, dst string, lockTimeout time.Duration) (*SaveResult, error) {
 	start := time.Now()
+	dbPath := filepath.Join(dataDir, "member", "snap", "db")
+	if walDir == "" {
+		walDir = filepath.Join(dataDir, "member", "wal")
+	}
 	if _, err := os.Stat(dbPath); err != nil {
 		return nil, cli.Usage("snapshot save: %v", err)
 	}
@@ -122,8 +141,14 @@ func SaveFromDataDir(fsys vfs.FS, dbPath, dst string, lockTimeout time.Duration)
 	}
 	defer b.Close()
 	pr, pw := io.Pipe()
+	var ci uint64
 	go func() {
 		err := b.DB().View(func(tx *bolt.Tx) error {
+			if m := tx.Bucket(mvcc.BucketMeta); m != nil {
+				if v := m.Get(mvcc.MetaConsistentIndex); len(v) == 8 {
+					ci = binary.BigEndian.Uint64(v)
+				}
+			}
 			_, err := tx.WriteTo(pw)
 			return err
 		})
@@ -137,7 +162,26 @@ func SaveFromDataDir(fsys vfs.FS, dbPath, dst string, lockTimeout time.Duration)
 	if err := snap.Verify(fsys, dst); err != nil {
 		return nil, fmt.Errorf("snapshot save: verify %s: %w", dst, err)
 	}
-	return &SaveResult{Path: dst, Size: n, Took: time.Since(start)}, nil
+	return &SaveResult{Path: dst, Size: n, Took: time.Since(start), ConsistentIndex: ci, WALCommit: walCommit(walDir)}, nil
+}
+
+// walCommit returns the commit index of the last HardState in the WAL, 0
+// if it cannot be read.
+func walCommit(dir string) uint64 {
+	valid, err := wal.ValidSnapshotEntries(dir, wal.Options{})
+	if err != nil || len(valid) == 0 {
+		return 0
+	}
+	w, err := wal.OpenForRead(dir, valid[len(valid)-1], wal.Options{})
+	if err != nil {
+		return 0
+	}
+	defer w.Close()
+	_, hs, _, err := w.ReadAll()
+	if err != nil || hs == nil {
+		return 0
+	}
+	return hs.GetCommit()
 }
 
 // endpointTarget accepts host:port or a URL.
