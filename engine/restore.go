@@ -88,6 +88,9 @@ type RestoreResult struct {
 	// Revision is the db's highest revision after the restore (after a
 	// bump), CompactRevision the compaction scheduled or finished (-1 none).
 	Revision, CompactRevision int64
+	// SourceMembers are the members the snapshot's db recorded (the old
+	// cluster's identities, replaced by Members).
+	SourceMembers []Member
 	// PointInTime is set by RestorePointInTime.
 	PointInTime *PointInTimeResult
 }
@@ -326,6 +329,15 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 		return fmt.Errorf("engine: restore: open %s: %w", p.dbPath, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(mvcc.BucketMembers); b != nil {
+			_ = b.ForEach(func(_, v []byte) error {
+				var m Member
+				if json.Unmarshal(v, &m) == nil {
+					res.SourceMembers = append(res.SourceMembers, m)
+				}
+				return nil
+			})
+		}
 		for _, name := range [][]byte{mvcc.BucketMembers, mvcc.BucketMembersRemoved} {
 			if err := emptyBucket(tx, name); err != nil {
 				return err

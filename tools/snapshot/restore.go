@@ -143,10 +143,14 @@ func runRestore(w io.Writer, f *restoreFlags) error {
 	if err != nil {
 		return err
 	}
-	return printRestore(w, f.format.Value, res)
+	o := f.o
+	if o.InitialClusterToken == "" {
+		o.InitialClusterToken = engine.DefaultRestoreToken
+	}
+	return printRestore(w, f.format.Value, o, res)
 }
 
-func printRestore(w io.Writer, format cli.Format, r *engine.RestoreResult) error {
+func printRestore(w io.Writer, format cli.Format, o engine.RestoreOptions, r *engine.RestoreResult) error {
 	if format == cli.JSON {
 		o := (&cli.Object{}).Set("dataDir", r.DataDir).Set("walDir", r.WALDir).Set("db", r.DBPath).Set("snap", r.SnapPath)
 		o.Set("memberId", fmt.Sprintf("%x", r.MemberID)).Set("clusterId", fmt.Sprintf("%x", r.ClusterID))
@@ -154,7 +158,11 @@ func printRestore(w io.Writer, format cli.Format, r *engine.RestoreResult) error
 		for _, m := range r.Members {
 			ms = append(ms, (&cli.Object{}).Set("id", fmt.Sprintf("%x", m.ID)).Set("name", m.Name).Set("peerURLs", m.PeerURLs))
 		}
-		o.Set("members", ms).Set("index", r.Index).Set("revision", r.Revision).Set("compactRevision", r.CompactRevision)
+		var old []*cli.Object
+		for _, m := range r.SourceMembers {
+			old = append(old, (&cli.Object{}).Set("id", fmt.Sprintf("%x", m.ID)).Set("name", m.Name).Set("peerURLs", m.PeerURLs))
+		}
+		o.Set("members", ms).Set("sourceMembers", old).Set("index", r.Index).Set("revision", r.Revision).Set("compactRevision", r.CompactRevision)
 		if p := r.PointInTime; p != nil {
 			o.Set("pointInTime", (&cli.Object{}).Set("base", p.BaseKind).Set("basePath", p.BasePath).Set("baseIndex", p.BaseIndex).
 				Set("baseRevision", p.BaseRevision).Set("applied", p.Applied).Set("index", p.Index).Set("revision", p.Revision).
@@ -176,8 +184,45 @@ func printRestore(w io.Writer, format cli.Format, r *engine.RestoreResult) error
 		fmt.Fprintf(&b, "member %x name=%s peer-urls=%s\n", m.ID, m.Name, strings.Join(m.PeerURLs, ","))
 	}
 	fmt.Fprintf(&b, "revision %d, compact revision %d, consistent index %d\n", r.Revision, r.CompactRevision, r.Index)
+	if len(r.SourceMembers) > 0 && !sameIDs(r.SourceMembers, r.Members) {
+		var old []string
+		for _, m := range r.SourceMembers {
+			old = append(old, fmt.Sprintf("%x (%s)", m.ID, m.Name))
+		}
+		fmt.Fprintf(&b, "note: new identities: the snapshot's members were %s; the restored cluster has the IDs above (derived from --initial-cluster and --initial-cluster-token), so clients and tools that pinned member or cluster IDs must be updated\n",
+			strings.Join(old, ", "))
+	}
+	if o.BumpRevision == 0 {
+		fmt.Fprintf(&b, "note: revisions continue at %d; clients that saw higher revisions before (Kubernetes watch caches) would see them go backwards: restore with --bump-revision N --mark-compacted, N above the revisions written since the snapshot\n", r.Revision)
+	}
+	start := []string{"etcd", "--name", o.Name, "--data-dir", r.DataDir}
+	if o.WALDir != "" {
+		start = append(start, "--wal-dir", r.WALDir)
+	}
+	start = append(start, "--initial-advertise-peer-urls", strings.Join(o.InitialAdvertisePeerURLs, ","),
+		"--initial-cluster", o.InitialCluster, "--initial-cluster-token", o.InitialClusterToken)
+	fmt.Fprintf(&b, "start it with (plus its client and listen URLs): %s\n", cmdline(start...))
+	if o.WALDir != "" {
+		fmt.Fprintf(&b, "note: the WAL is in %s: start etcd (or etckit serve) with --wal-dir %s, or it will not find it and bootstrap a brand-new member instead of the restored one\n", r.WALDir, r.WALDir)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func sameIDs(a, b []engine.Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	ids := map[uint64]bool{}
+	for _, m := range a {
+		ids[m.ID] = true
+	}
+	for _, m := range b {
+		if !ids[m.ID] {
+			return false
+		}
+	}
+	return true
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:=,@%+-]+$`)
