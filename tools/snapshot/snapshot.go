@@ -8,7 +8,7 @@
 //	                                                  the file written to FILE.part, fsynced, renamed
 //	etckit snapshot save FILE --data-dir DIR          offline: one bbolt read transaction of
 //	                                                  DIR/member/snap/db, plus the sha256 trailer
-//	etckit snapshot status FILE [-w simple|table|json] [--etcdutl]
+//	etckit snapshot status FILE [-w simple|table|json|fields] [--etcdutl]
 //	                                                  etcdutl's hash, revision, total keys, size and
 //	                                                  version, plus compact revision, user keys and
 //	                                                  tombstones apart, trailer present/matching,

@@ -69,7 +69,11 @@ func TestStatusEtcdutlParity(t *testing.T) {
 	if err := os.WriteFile("small-snapshot.db", data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"simple", "table", "json"} {
+	r = run(t, "status", "small-snapshot.db", "-w", "fields", "--etcdutl")
+	if r.Stdout != "\"Hash\" : 1966041339\n\"Revision\" : 105\n\"Keys\" : 72\n\"Size\" : 57344\n\"Version\" : 3.6.0\n" {
+		t.Errorf("fields: %q", r.Stdout)
+	}
+	for _, w := range []string{"simple", "table", "json", "fields"} {
 		r := run(t, "status", "small-snapshot.db", "-w", w)
 		if r.Code != 0 {
 			t.Fatalf("-w %s: %v", w, r.Err)

@@ -82,11 +82,14 @@ Exit status: 0 intact, 1 damaged, 2 usage or I/O error.`,
 			return nil
 		},
 	}
-	cli.AddFormatFlag(cmd, &format, cli.Simple, cli.Simple, cli.Table, cli.JSON)
+	cli.AddFormatFlag(cmd, &format, cli.Simple, cli.Simple, cli.Table, cli.JSON, Fields)
 	cmd.Flags().BoolVar(&etcdutl, "etcdutl", false, "print only etcdutl's fields, in etcdutl's format")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the file lock (a running member holds its db)")
 	return cmd
 }
+
+// Fields is etcdutl's -w fields format: `"Name" : value` lines.
+const Fields cli.Format = "fields"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -346,6 +349,26 @@ func (st *Status) object() *cli.Object {
 func printStatus(w io.Writer, f cli.Format, etcdutl bool, st *Status) error {
 	damaged := st.TotalSize == 0 && len(st.Problems) > 0
 	switch f {
+	case Fields:
+		var b strings.Builder
+		if !damaged {
+			fmt.Fprintln(&b, `"Hash" :`, st.Hash)
+			fmt.Fprintln(&b, `"Revision" :`, st.Revision)
+			fmt.Fprintln(&b, `"Keys" :`, st.TotalKey)
+			fmt.Fprintln(&b, `"Size" :`, st.TotalSize)
+			fmt.Fprintln(&b, `"Version" :`, st.Version)
+		}
+		if etcdutl {
+			if damaged {
+				return fmt.Errorf("snapshot status: %s", strings.Join(st.Problems, "; "))
+			}
+		} else {
+			for _, r := range st.extraRows() {
+				fmt.Fprintf(&b, "%q : %s\n", r[0], r[1])
+			}
+		}
+		_, err := io.WriteString(w, b.String())
+		return err
 	case cli.JSON:
 		if etcdutl {
 			if damaged {
