@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -325,5 +326,24 @@ func TestSaveDataDirBehindWAL(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stderr, "applied up to index 100 but the WAL commits up to 113: entries 101..113 are only in the WAL") ||
 		!strings.Contains(r.Stderr, "--to-index 113") {
 		t.Fatalf("behind save: %v %q", r.Err, r.Stderr)
+	}
+}
+
+// TestStatusLargeFixture: the 93 MB db of the snapshot fixture gives the
+// status and HashKV etcdutl recorded for it.
+func TestStatusLargeFixture(t *testing.T) {
+	db := filepath.Join(fixture.Extract(t, "etcd-3.6.16/snapshot.tar.gz"), "snapshot/member/snap/db")
+	r := run(t, "status", db, "-w", "json", "--etcdutl")
+	if r.Code != 0 || !strings.Contains(readFixture(t, "etcd-3.6.16/snapshot/snapshot.etcdutl.txt"), r.Stdout) {
+		t.Errorf("status %q (%v) is not etcdutl's", r.Stdout, r.Err)
+	}
+	st, err := ReadStatus(vfs.OS{}, db, time.Second)
+	if err != nil || st.HashKV == nil {
+		t.Fatal(err)
+	}
+	want := readFixture(t, "etcd-3.6.16/snapshot/snapshot.hashkv-etcdutl-v3.7.3.json")
+	got := fmt.Sprintf(`{"hash":%d,"hashRevision":%d,"compactRevision":%d}`, st.HashKV.Hash, st.HashKV.Revision, st.HashKV.CompactRevision)
+	if strings.TrimSpace(want) != got {
+		t.Errorf("hashkv %s, etcdutl %s", got, want)
 	}
 }
