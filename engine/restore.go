@@ -747,14 +747,15 @@ func RestorePointInTime(o PointInTimeOptions) (*RestoreResult, error) {
 
 	// Candidate bases, newest first.
 	var bases []pitrBase
-	if db := filepath.Join(srcSnap, "db"); fileExists(db) {
+	want := func(kind string) bool { return o.Base == "" || o.Base == kind }
+	if db := filepath.Join(srcSnap, "db"); want("db") && fileExists(db) {
 		ci, err := readConsistentIndex(db)
 		if err != nil {
 			return nil, err
 		}
 		bases = append(bases, pitrBase{"db", db, ci})
 	}
-	if names, err := os.ReadDir(srcSnap); err == nil {
+	if names, err := os.ReadDir(srcSnap); err == nil && want("snap.db") {
 		for _, n := range names {
 			if _, ok := snap.ParseDBFileName(n.Name()); ok {
 				path := filepath.Join(srcSnap, n.Name())
@@ -766,7 +767,7 @@ func RestorePointInTime(o PointInTimeOptions) (*RestoreResult, error) {
 			}
 		}
 	}
-	if start.Index == 0 {
+	if start.Index == 0 && want("empty") {
 		bases = append(bases, pitrBase{"empty", "", 0})
 	}
 	slices.SortStableFunc(bases, func(a, b pitrBase) int {
