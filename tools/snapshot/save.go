@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +26,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -54,6 +58,7 @@ type SaveResult struct {
 func newSave(cfg Config) *cobra.Command {
 	var endpoints, dataDir, walDir string
 	var dialTimeout, cmdTimeout, lockTimeout time.Duration
+	var to TLSOptions
 	cmd := &cobra.Command{
 		Use:   "save FILE (--endpoints HOST:PORT | --data-dir DIR)",
 		Short: "Save a db snapshot with its sha256 trailer, from a running server or offline from a data dir",
@@ -85,7 +90,7 @@ use --endpoints.`,
 					ctx, cancel = context.WithTimeout(ctx, cmdTimeout)
 					defer cancel()
 				}
-				res, err = SaveFromEndpoint(ctx, endpoints, args[0], dialTimeout)
+				res, err = SaveFromEndpointTLS(ctx, endpoints, args[0], dialTimeout, to)
 			default:
 				res, err = SaveFromDataDir(cfg.FS, dataDir, walDir, args[0], lockTimeout)
 			}
@@ -107,7 +112,11 @@ use --endpoints.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&endpoints, "endpoints", "", "the server to stream from (host:port or http://host:port; one endpoint, plain-text gRPC)")
+	fs.StringVar(&endpoints, "endpoints", "", "the server to stream from (host:port, http://host:port or https://host:port; one endpoint)")
+	fs.StringVar(&to.CACert, "cacert", "", "verify the server with this CA bundle (TLS)")
+	fs.StringVar(&to.Cert, "cert", "", "client certificate (TLS)")
+	fs.StringVar(&to.Key, "key", "", "client key (TLS)")
+	fs.BoolVar(&to.InsecureSkipVerify, "insecure-skip-tls-verify", false, "do not verify the server's certificate (TLS)")
 	fs.StringVar(&dataDir, "data-dir", "", "copy this stopped member's db offline instead")
 	fs.StringVar(&walDir, "wal-dir", "", "with --data-dir: the member's dedicated WAL directory (to check the db is not behind it)")
 	fs.DurationVar(&dialTimeout, "dial-timeout", 5*time.Second, "timeout for connecting to the endpoint")
@@ -184,35 +193,86 @@ func walCommit(dir string) uint64 {
 	return hs.GetCommit()
 }
 
-// endpointTarget accepts host:port or a URL.
-func endpointTarget(ep string) (string, error) {
+// endpointTarget accepts host:port or an http://, https:// or unix:// URL;
+// secure is true for https://.
+func endpointTarget(ep string) (target string, secure bool, err error) {
 	if strings.Contains(ep, ",") {
-		return "", cli.Usage("snapshot save: one endpoint only, got %q", ep)
+		return "", false, cli.Usage("snapshot save: one endpoint only, got %q", ep)
 	}
-	for _, p := range []string{"http://", "unix://"} {
-		if strings.HasPrefix(ep, p) {
-			if p == "unix://" {
-				return ep, nil
-			}
-			ep = strings.TrimPrefix(ep, p)
+	switch {
+	case strings.HasPrefix(ep, "unix://"):
+		return ep, false, nil
+	case strings.HasPrefix(ep, "https://"):
+		return strings.TrimSuffix(strings.TrimPrefix(ep, "https://"), "/"), true, nil
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(ep, "http://"), "/"), false, nil
+}
+
+// TLSOptions are etcdctl's transport security flags.
+type TLSOptions struct {
+	CACert, Cert, Key  string
+	InsecureSkipVerify bool
+}
+
+func (o TLSOptions) any() bool {
+	return o.CACert != "" || o.Cert != "" || o.Key != "" || o.InsecureSkipVerify
+}
+
+// config builds the client TLS configuration.
+func (o TLSOptions) config(serverName string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, InsecureSkipVerify: o.InsecureSkipVerify}
+	if o.CACert != "" {
+		pem, err := os.ReadFile(o.CACert)
+		if err != nil {
+			return nil, cli.Usage("snapshot save: --cacert: %v", err)
 		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, cli.Usage("snapshot save: --cacert %s holds no PEM certificate", o.CACert)
+		}
+		c.RootCAs = pool
 	}
-	if strings.HasPrefix(ep, "https://") {
-		return "", cli.Usage("snapshot save: TLS endpoints are not supported yet (%s)", ep)
+	if (o.Cert == "") != (o.Key == "") {
+		return nil, cli.Usage("snapshot save: --cert and --key go together")
 	}
-	return strings.TrimSuffix(ep, "/"), nil
+	if o.Cert != "" {
+		kp, err := tls.LoadX509KeyPair(o.Cert, o.Key)
+		if err != nil {
+			return nil, cli.Usage("snapshot save: --cert/--key: %v", err)
+		}
+		c.Certificates = []tls.Certificate{kp}
+	}
+	return c, nil
 }
 
 // SaveFromEndpoint streams Maintenance.Snapshot from the server at
 // endpoint into dst.part, checks the sha256 trailer, fsyncs and renames it
 // to dst.
 func SaveFromEndpoint(ctx context.Context, endpoint, dst string, dialTimeout time.Duration) (res *SaveResult, err error) {
+	return SaveFromEndpointTLS(ctx, endpoint, dst, dialTimeout, TLSOptions{})
+}
+
+// SaveFromEndpointTLS is SaveFromEndpoint with transport security: TLS is
+// used for https:// endpoints and whenever a TLS option is given.
+func SaveFromEndpointTLS(ctx context.Context, endpoint, dst string, dialTimeout time.Duration, to TLSOptions) (res *SaveResult, err error) {
 	start := time.Now()
-	target, err := endpointTarget(endpoint)
+	target, secure, err := endpointTarget(endpoint)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if secure || to.any() {
+		host, _, herr := net.SplitHostPort(target)
+		if herr != nil {
+			host = target
+		}
+		tc, err := to.config(host)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot save: %s: %w", endpoint, err)
 	}

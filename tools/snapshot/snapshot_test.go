@@ -2,8 +2,16 @@ package snapshot
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +27,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 func run(t *testing.T, args ...string) tooltest.Result {
@@ -345,5 +354,67 @@ func TestStatusLargeFixture(t *testing.T) {
 	got := fmt.Sprintf(`{"hash":%d,"hashRevision":%d,"compactRevision":%d}`, st.HashKV.Hash, st.HashKV.Revision, st.HashKV.CompactRevision)
 	if strings.TrimSpace(want) != got {
 		t.Errorf("hashkv %s, etcdutl %s", got, want)
+	}
+}
+
+// selfSigned writes a CA-less self-signed certificate for 127.0.0.1 (fixed
+// serial; the key is generated) and returns cert and key paths.
+func selfSigned(t *testing.T, dir string) (certPath, keyPath string, cert tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "etckit-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	cert, err = tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath, cert
+}
+
+// TestSaveEndpointTLS: an https:// endpoint is verified with --cacert,
+// refused without it, accepted with --insecure-skip-tls-verify.
+func TestSaveEndpointTLS(t *testing.T) {
+	data, err := os.ReadFile(snapshotFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, _, cert := selfSigned(t, dir)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	pb.RegisterMaintenanceServer(s, &fakeMaintenance{data: data})
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	ep := "https://" + lis.Addr().String()
+	if r := run(t, "save", filepath.Join(dir, "a.db"), "--endpoints", ep, "--cacert", certPath); r.Code != 0 {
+		t.Fatalf("--cacert: %v", r.Err)
+	}
+	if r := run(t, "save", filepath.Join(dir, "b.db"), "--endpoints", ep, "--dial-timeout", "1s"); r.Code == 0 {
+		t.Fatal("unverified server accepted")
+	}
+	if r := run(t, "save", filepath.Join(dir, "c.db"), "--endpoints", ep, "--insecure-skip-tls-verify"); r.Code != 0 {
+		t.Fatalf("--insecure-skip-tls-verify: %v", r.Err)
+	}
+	if err := snap.Verify(vfs.OS{}, filepath.Join(dir, "a.db")); err != nil {
+		t.Fatal(err)
 	}
 }
