@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 )
 
 // waitReady waits until conn is connected or ctx ends.
@@ -117,6 +118,7 @@ use --endpoints.`,
 	fs.StringVar(&to.Cert, "cert", "", "client certificate (TLS)")
 	fs.StringVar(&to.Key, "key", "", "client key (TLS)")
 	fs.BoolVar(&to.InsecureSkipVerify, "insecure-skip-tls-verify", false, "do not verify the server's certificate (TLS)")
+	fs.StringVar(&to.User, "user", "", "name:password for a cluster with auth enabled")
 	fs.StringVar(&dataDir, "data-dir", "", "copy this stopped member's db offline instead")
 	fs.StringVar(&walDir, "wal-dir", "", "with --data-dir: the member's dedicated WAL directory (to check the db is not behind it)")
 	fs.DurationVar(&dialTimeout, "dial-timeout", 5*time.Second, "timeout for connecting to the endpoint")
@@ -212,6 +214,9 @@ func endpointTarget(ep string) (target string, secure bool, err error) {
 type TLSOptions struct {
 	CACert, Cert, Key  string
 	InsecureSkipVerify bool
+	// User is etcdctl's --user "name:password" for a cluster with auth
+	// enabled: the token from Auth.Authenticate goes with the request.
+	User string
 }
 
 func (o TLSOptions) any() bool {
@@ -282,6 +287,17 @@ func SaveFromEndpointTLS(ctx context.Context, endpoint, dst string, dialTimeout 
 	conn.Connect()
 	if err := waitReady(dctx, conn); err != nil {
 		return nil, fmt.Errorf("snapshot save: connect to %s: %w", endpoint, err)
+	}
+	if to.User != "" {
+		name, pass, ok := strings.Cut(to.User, ":")
+		if !ok {
+			return nil, cli.Usage("snapshot save: --user wants name:password")
+		}
+		ar, err := pb.NewAuthClient(conn).Authenticate(ctx, &pb.AuthenticateRequest{Name: name, Password: pass})
+		if err != nil {
+			return nil, fmt.Errorf("snapshot save: authenticate %s at %s: %w", name, endpoint, err)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, "token", ar.GetToken())
 	}
 	stream, err := pb.NewMaintenanceClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 	if err != nil {

@@ -27,7 +27,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func run(t *testing.T, args ...string) tooltest.Result {
@@ -235,11 +238,18 @@ func TestSaveDataDir(t *testing.T) {
 // (the db image, then its sha256 as the last blob); cut drops the tail.
 type fakeMaintenance struct {
 	pb.UnimplementedMaintenanceServer
-	data []byte
-	cut  int
+	data  []byte
+	cut   int
+	token string // required token metadata, if set
 }
 
 func (m *fakeMaintenance) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
+	if m.token != "" {
+		md, _ := metadata.FromIncomingContext(srv.Context())
+		if v := md.Get("token"); len(v) != 1 || v[0] != m.token {
+			return status.Error(codes.Unauthenticated, "etcdserver: user name is empty")
+		}
+	}
 	d := m.data[:len(m.data)-m.cut]
 	for off := 0; off < len(d); off += 4096 {
 		end := min(off+4096, len(d))
@@ -250,6 +260,17 @@ func (m *fakeMaintenance) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStreami
 	return nil
 }
 
+type fakeAuth struct {
+	pb.UnimplementedAuthServer
+}
+
+func (fakeAuth) Authenticate(_ context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
+	if r.Name != "root" || r.Password != "s3cret" {
+		return nil, status.Error(codes.InvalidArgument, "etcdserver: authentication failed, invalid user ID or password")
+	}
+	return &pb.AuthenticateResponse{Token: "tok-1"}, nil
+}
+
 func serveFake(t *testing.T, m *fakeMaintenance) string {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -257,6 +278,7 @@ func serveFake(t *testing.T, m *fakeMaintenance) string {
 	}
 	s := grpc.NewServer()
 	pb.RegisterMaintenanceServer(s, m)
+	pb.RegisterAuthServer(s, fakeAuth{})
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
 	return lis.Addr().String()
@@ -416,5 +438,25 @@ func TestSaveEndpointTLS(t *testing.T) {
 	}
 	if err := snap.Verify(vfs.OS{}, filepath.Join(dir, "a.db")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSaveEndpointAuth: --user authenticates and sends the token; without
+// it (or with a wrong password) the server's refusal is reported.
+func TestSaveEndpointAuth(t *testing.T) {
+	data, err := os.ReadFile(snapshotFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveFake(t, &fakeMaintenance{data: data, token: "tok-1"})
+	dir := t.TempDir()
+	if r := run(t, "save", filepath.Join(dir, "a.db"), "--endpoints", addr, "--user", "root:s3cret"); r.Code != 0 {
+		t.Fatalf("--user: %v", r.Err)
+	}
+	if r := run(t, "save", filepath.Join(dir, "b.db"), "--endpoints", addr); r.Code == 0 || !strings.Contains(r.Err.Error(), "user name is empty") {
+		t.Errorf("no user: %v", r.Err)
+	}
+	if r := run(t, "save", filepath.Join(dir, "c.db"), "--endpoints", addr, "--user", "root:wrong"); r.Code == 0 || !strings.Contains(r.Err.Error(), "authentication failed") {
+		t.Errorf("wrong password: %v", r.Err)
 	}
 }
