@@ -83,6 +83,17 @@ func TestSnapshotEtcdBootsEtckitRestore(t *testing.T) {
 	}
 	t.Logf("etcd 3.7.3 serves etckit's restore: revision %d, %d keys, HashKV %d, member %x cluster %x",
 		got.all.Header.Revision, got.all.Count, got.hash.Hash, res.MemberID, res.ClusterID)
+
+	// And etckit serves its own restore the same way.
+	dir2 := dataDir(t, "restored2")
+	if _, err := engine.Restore(restoreOpts(dir2, snapshotFixture(t))); err != nil {
+		t.Fatal(err)
+	}
+	s, k := startEtckit(t, dir2, nil)
+	checkAgainstRestoredFixture(t, "etckit on etckit's restore", capture(t, k))
+	if s.ID() != res.MemberID || s.ClusterID() != res.ClusterID {
+		t.Fatalf("etckit ids %x/%x", s.ID(), s.ClusterID())
+	}
 }
 
 // TestSnapshotEtckitBootsEtcdutlRestore: `etckit serve` (server package)
