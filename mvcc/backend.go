@@ -106,6 +106,8 @@ type Backend struct {
 
 	commitMu  sync.Mutex // one bbolt write transaction at a time
 	commitErr error      // sticky; guarded by commitMu
+	mapped    int64      // lower bound of bbolt's mmap size; guarded by commitMu
+	pageSize  int64
 	kick      chan struct{}
 	stopc     chan struct{}
 	donec     chan struct{}
@@ -123,6 +125,7 @@ type op struct {
 }
 
 type batch struct {
+	bytes  int64 // key and value bytes of ops
 	minRev int64 // smallest main revision in keyRev (0: none)
 	ops    []op
 	keyRev map[Revision][]byte // puts into the key bucket by revision
@@ -137,11 +140,13 @@ type readTx struct {
 	tx   *bolt.Tx
 	key  *bolt.Bucket // the key bucket, looked up once per snapshot
 	refs atomic.Int64
+	done chan struct{} // closed after the rollback
 }
 
 func (r *readTx) release() {
 	if r.refs.Add(-1) == 0 {
 		_ = r.tx.Rollback()
+		close(r.done)
 	}
 }
 
@@ -181,6 +186,12 @@ func OpenBackend(path string, opts BackendOptions) (*Backend, error) {
 		stopc:   make(chan struct{}),
 		donec:   make(chan struct{}),
 	}
+	b.pageSize = int64(db.Info().PageSize)
+	var fileSize int64
+	if fi, err := os.Stat(path); err == nil {
+		fileSize = fi.Size()
+	}
+	b.mapped = boltMmapSize(max(fileSize, int64(bo.InitialMmapSize)), b.pageSize)
 	if err := b.renewReadTx(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -266,7 +277,7 @@ func (b *Backend) renewReadTx() error {
 	if err != nil {
 		return fmt.Errorf("mvcc: %s: begin read tx: %w", b.path, err)
 	}
-	r := &readTx{tx: tx, key: tx.Bucket(BucketKey)}
+	r := &readTx{tx: tx, key: tx.Bucket(BucketKey), done: make(chan struct{})}
 	r.refs.Store(1)
 	old := b.rtx
 	b.rtx = r
@@ -313,7 +324,21 @@ func (b *Backend) commit(force bool) error {
 	}
 	b.committing = p
 	b.pending = newBatch()
-	b.txMu.Unlock()
+	// bbolt remaps the file when a commit grows it past the mapping, and a
+	// remap waits until no read transaction is open. If this commit may
+	// grow past the mapping, readers wait for it (holding txMu) and every
+	// open snapshot is drained first; otherwise readers go on on the last
+	// snapshot while bbolt commits and syncs.
+	growth := int64(len(p.ops))*8*b.pageSize + 2*p.bytes + 1<<20
+	remap := b.rtx.tx.Size()+growth >= b.mapped
+	if remap {
+		old := b.rtx
+		b.rtx = nil
+		old.release()
+		<-old.done
+	} else {
+		b.txMu.Unlock()
+	}
 
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		var cur string
@@ -349,9 +374,19 @@ func (b *Backend) commit(force bool) error {
 		return nil
 	})
 	b.commits.Add(1)
-	b.txMu.Lock()
+	if !remap {
+		b.txMu.Lock()
+	}
 	if err == nil {
 		err = b.renewReadTx()
+	} else if b.rtx == nil {
+		// keep readers working on the last committed state
+		if rerr := b.renewReadTx(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if b.rtx != nil {
+		b.mapped = max(b.mapped, boltMmapSize(b.rtx.tx.Size(), b.pageSize))
 	}
 	if err != nil {
 		err = fmt.Errorf("mvcc: %s: commit: %w", b.path, err)
@@ -397,6 +432,7 @@ func (b *Backend) Write(fn func(w *WriteTx) error) error {
 func (w *WriteTx) Put(bucket, key, val []byte) {
 	o := op{bucket: string(bucket), key: key, val: val}
 	w.p.ops = append(w.p.ops, o)
+	w.p.bytes += int64(len(key) + len(val))
 	if o.bucket != "key" {
 		w.p.other[o.bucket+"\x00"+string(key)] = o
 	}
@@ -406,6 +442,7 @@ func (w *WriteTx) Put(bucket, key, val []byte) {
 func (w *WriteTx) putRev(r Revision, tomb bool, val []byte) {
 	k := RevKey(r, tomb)
 	w.p.ops = append(w.p.ops, op{bucket: "key", key: k, val: val})
+	w.p.bytes += int64(len(k) + len(val))
 	if !tomb {
 		w.p.keyRev[r] = val
 		if w.p.minRev == 0 || r.Main < w.p.minRev {
@@ -418,6 +455,7 @@ func (w *WriteTx) putRev(r Revision, tomb bool, val []byte) {
 func (w *WriteTx) Delete(bucket, key []byte) {
 	o := op{bucket: string(bucket), key: key, del: true}
 	w.p.ops = append(w.p.ops, o)
+	w.p.bytes += int64(len(key))
 	if o.bucket != "key" {
 		w.p.other[o.bucket+"\x00"+string(key)] = o
 	}
@@ -551,4 +589,22 @@ func (b *Backend) Close() error {
 		}
 	})
 	return err
+}
+
+// boltMmapSize is bbolt's mmap sizing policy (db.mmapSize): powers of two
+// from 32 KiB to 1 GiB, then whole GiBs.
+func boltMmapSize(size, pageSize int64) int64 {
+	for i := uint(15); i <= 30; i++ {
+		if size <= 1<<i {
+			return 1 << i
+		}
+	}
+	const step = 1 << 30
+	if r := size % step; r > 0 {
+		size += step - r
+	}
+	if pageSize > 0 && size%pageSize != 0 {
+		size = (size/pageSize + 1) * pageSize
+	}
+	return size
 }

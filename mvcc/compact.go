@@ -204,45 +204,60 @@ func (s *Store) resumeCompaction(rev int64) error {
 }
 
 // physicalCompact deletes from the key bucket every revision <= rev not in
-// keep, CompactionBatchLimit per commit, and records finishedCompactRev with
-// the last batch; then it records the compaction hash.
+// keep, reading CompactionBatchLimit revisions per snapshot, and records
+// finishedCompactRev with the last batch; then it records the compaction
+// hash. The deletions go through the ordinary write batches (committed every
+// BatchInterval or BatchLimit writes); the last batch is committed at once.
+// No snapshot is held while writing, so a commit that must remap the file
+// never waits for the compaction.
 func (s *Store) physicalCompact(rev, prev int64, keep map[Revision]struct{}, storeHash bool) error {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
-	snap := s.b.Snapshot()
-	defer snap.Release()
 	h := newKVHasher(prev, rev, keep)
 	end := binary.BigEndian.AppendUint64(nil, uint64(rev+1))
-	var c interface {
-		First() ([]byte, []byte)
-		Next() ([]byte, []byte)
-	}
-	if bk := snap.KeyBucket(); bk != nil {
-		c = bk.Cursor()
-	}
-	var k, v []byte
-	if c != nil {
-		k, v = c.First()
-	}
 	limit := s.opts.CompactionBatchLimit
+	var from []byte // resume after this key
 	for {
 		var dels [][]byte
 		n := 0
-		for ; k != nil && bytes.Compare(k, end) < 0 && n < limit; k, v = c.Next() {
-			n++
-			r, _, err := ParseRevKey(k)
-			if err != nil {
-				return s.corruptErr(BucketKey, k, err)
+		err := func() error {
+			snap := s.b.Snapshot()
+			defer snap.Release()
+			bk := snap.KeyBucket()
+			if bk == nil {
+				return nil
 			}
-			if _, ok := keep[r]; !ok {
-				dels = append(dels, k)
+			c := bk.Cursor()
+			var k, v []byte
+			if from == nil {
+				k, v = c.First()
+			} else {
+				k, v = c.Seek(from)
+				if k != nil && bytes.Equal(k, from) {
+					k, v = c.Next()
+				}
 			}
-			if err := h.write(k, v); err != nil {
-				return s.corruptErr(BucketKey, k, err)
+			for ; k != nil && bytes.Compare(k, end) < 0 && n < limit; k, v = c.Next() {
+				n++
+				r, _, err := ParseRevKey(k)
+				if err != nil {
+					return s.corruptErr(BucketKey, k, err)
+				}
+				if _, ok := keep[r]; !ok {
+					dels = append(dels, bytes.Clone(k))
+				}
+				if err := h.write(k, v); err != nil {
+					return s.corruptErr(BucketKey, k, err)
+				}
+				from = append(from[:0], k...)
 			}
+			return nil
+		}()
+		if err != nil {
+			return err
 		}
 		last := n < limit
-		err := s.b.Write(func(w *WriteTx) error {
+		err = s.b.Write(func(w *WriteTx) error {
 			for _, d := range dels {
 				w.Delete(BucketKey, d)
 			}
@@ -251,7 +266,7 @@ func (s *Store) physicalCompact(rev, prev int64, keep map[Revision]struct{}, sto
 			}
 			return nil
 		})
-		if err == nil {
+		if err == nil && last {
 			err = s.b.ForceCommit()
 		}
 		if err != nil {

@@ -546,3 +546,61 @@ func TestTxnIgnoreValueAfterFromKeyDelete(t *testing.T) {
 		t.Fatalf("rev %d", s.Rev())
 	}
 }
+
+// With a small initial mmap, commits must grow the mapping many times while
+// readers, snapshots (HashKV) and a compaction are active; bbolt's remap
+// waits for every read transaction, so this hangs if any of them can wait on
+// a commit.
+func TestRemapWithConcurrentReaders(t *testing.T) {
+	s, _ := openTestStore(t, Options{Backend: BackendOptions{InitialMmapSize: -1, BatchInterval: time.Millisecond, BatchLimit: 50},
+		CompactionBatchLimit: 64, CompactionSleepInterval: -1})
+	stop := make(chan struct{})
+	errc := make(chan error, 3)
+	go func() { // readers
+		for {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			if _, err := s.Range(&pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Limit: 10}); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	go func() { // long snapshots
+		for {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			if _, _, err := s.HashKV(0); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	val := bytes.Repeat([]byte("v"), 2000)
+	for i := range 4000 {
+		if _, err := s.Put(&pb.PutRequest{Key: fmt.Appendf(nil, "k%04d", i%500), Value: val}); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 {
+			if err := s.Compact(s.Rev() - 100); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Backend().DB().Stats()
+	t.Logf("rev %d, %d commits, %d free pages", s.Rev(), s.Backend().Commits(), st.FreePageN)
+}
