@@ -136,6 +136,9 @@ type Server struct {
 	grpc      *grpc.Server
 	httpSrv   *http.Server
 
+	boundc chan struct{} // closed once the client listeners are bound
+	readyc chan struct{} // closed once this member's attributes are published
+
 	stopOnce sync.Once
 	stopc    chan struct{}
 	wg       sync.WaitGroup
@@ -184,6 +187,8 @@ func New(cfg Config) (*Server, error) {
 		readNotif: newNotifier(),
 		readState: make(chan raft.ReadState, 1),
 		metrics:   newMetrics(),
+		boundc:    make(chan struct{}),
+		readyc:    make(chan struct{}),
 		stopc:     make(chan struct{}),
 		donec:     make(chan struct{}),
 	}
@@ -223,6 +228,10 @@ func (s *Server) Leader() uint64 { return s.lead.Load() }
 
 // Term is the current raft term.
 func (s *Server) Term() uint64 { return s.term.Load() }
+
+// Ready is closed when the member has published itself to the cluster and
+// serves clients (etcd's ReadyNotify).
+func (s *Server) Ready() <-chan struct{} { return s.readyc }
 
 // Stopped is closed when the server has stopped.
 func (s *Server) Stopped() <-chan struct{} { return s.donec }
@@ -526,7 +535,7 @@ func (s *Server) readIndexRound() error {
 // and, while leading, revokes expired leases.
 func (s *Server) leaderLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.cfg.TickInterval * 5)
+	t := time.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
 	published := false
 	for {
@@ -539,12 +548,13 @@ func (s *Server) leaderLoop() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.requestTimeout())
-		if !published {
+		if !published && s.clientURLsKnown() {
 			attr := &membershippb.Attributes{Name: s.cfg.Engine.Name, ClientUrls: s.clientURLs()}
 			_, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{
 				Member_ID: s.ID(), MemberAttributes: attr}})
 			if err == nil {
 				published = true
+				close(s.readyc)
 				s.log.Info("published local member to cluster", "name", attr.Name, "client-urls", strings.Join(attr.ClientUrls, ","))
 			}
 		}
@@ -561,6 +571,20 @@ func (s *Server) leaderLoop() {
 			}
 		}
 		cancel()
+	}
+}
+
+// clientURLsKnown: the advertised client URLs are configured, or derived
+// from listeners that are bound.
+func (s *Server) clientURLsKnown() bool {
+	if len(s.cfg.AdvertiseClientURLs) > 0 {
+		return true
+	}
+	select {
+	case <-s.boundc:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -615,10 +639,21 @@ func (s *Server) Serve() error {
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	for _, l := range s.listeners {
-		go func(l net.Listener) { _ = s.httpSrv.Serve(l) }(l)
-		s.log.Info("serving client traffic", "address", l.Addr().String())
-	}
+	close(s.boundc)
+	// As etcd, accept client requests only once the member has published
+	// itself (before that, MemberList would show it without client URLs).
+	// Connections made meanwhile wait in the listen backlog.
+	go func() {
+		select {
+		case <-s.readyc:
+		case <-s.stopc:
+			return
+		}
+		for _, l := range s.listeners {
+			go func(l net.Listener) { _ = s.httpSrv.Serve(l) }(l)
+			s.log.Info("serving client traffic", "address", l.Addr().String())
+		}
+	}()
 	return nil
 }
 
@@ -650,6 +685,7 @@ func (s *Server) Stop() {
 		if s.grpc != nil {
 			s.grpc.Stop()
 		}
+		s.closeListeners() // those not yet handed to the HTTP server
 		close(s.stopc)
 		s.node.Stop()
 		s.wg.Wait()
