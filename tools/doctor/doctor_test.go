@@ -119,12 +119,10 @@ func committed(t *testing.T, e *engine.Engine) []*raftpb.Entry {
 	return ents
 }
 
-// TestBehindReplays: a member that persisted and committed five puts but
-// crashed after applying three. The doctor says two entries wait, and the
-// replay on a copy reaches the state of a member that applied all five.
-func TestBehindReplays(t *testing.T) {
-	root := t.TempDir()
-	dir := filepath.Join(root, "m1")
+// member makes a one-member data dir that persisted and committed five
+// puts (indexes 2..6) and applied the first applied of them.
+func member(t *testing.T, dir string, applied int) {
+	t.Helper()
 	e, err := engine.Open(engine.Options{Name: "m1", DataDir: dir, InitialCluster: "m1=http://127.0.0.1:2380", NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -142,13 +140,34 @@ func TestBehindReplays(t *testing.T) {
 		if err := e.SaveReady(hs, []*raftpb.Entry{ent}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if i <= 3 {
+		if i <= applied {
 			if err := e.Apply([]*raftpb.Entry{ent}, cc.apply, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBehindReplays: a member that persisted and committed five puts but
+// crashed after applying three. The doctor says two entries wait, and the
+// replay on a copy reaches the state of a member that applied all five.
+func TestBehindReplays(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "m1")
+	member(t, dir, 3)
+	// The same member had it applied all five: the hash the replay must reach.
+	full := filepath.Join(t.TempDir(), "m1")
+	member(t, full, 5)
+	st, err := mvcc.Open(filepath.Join(full, "member", "snap", "db"), mvcc.Options{Backend: mvcc.BackendOptions{ReadOnly: true, InitialMmapSize: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHash, _, err := st.HashKV(0)
+	st.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Chdir(root)
@@ -166,7 +185,7 @@ func TestBehindReplays(t *testing.T) {
 			}
 		case "replay":
 			sawReplay = true
-			if o["applied"].(float64) != 2 || o["consistent_index"].(float64) != 6 || o["revision"].(float64) != 6 || o["keys"].(float64) != 5 {
+			if o["applied"].(float64) != 2 || o["consistent_index"].(float64) != 6 || o["revision"].(float64) != 6 || o["keys"].(float64) != 5 || uint32(o["hash"].(float64)) != wantHash.Hash {
 				t.Errorf("replay %v", o)
 			}
 		case "summary":

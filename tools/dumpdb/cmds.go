@@ -505,7 +505,9 @@ func newHashKV() *cobra.Command {
 		Short: "Print etcd's HashKV at a revision (equal to the HashKV RPC and etcdutl hashkv)",
 		Long: `Print etcd's HashKV of the key bucket at --rev (0: current revision): CRC-32C
 over the retained revisions between the compact revision and --rev, the value
-etcd's corruption check compares between members. -w json prints exactly
+etcd's corruption check compares between members. Computed from the key
+bucket in two streaming passes (no key index in memory, only each key's
+newest revision). -w json prints exactly
 etcdutl hashkv's {"hash","hashRevision","compactRevision"}.`,
 		Args:          cobra.MaximumNArgs(1),
 		SilenceUsage:  true,
@@ -518,17 +520,18 @@ etcdutl hashkv's {"hash","hashRevision","compactRevision"}.`,
 			if rev < 0 {
 				return cli.Usage("--rev must not be negative")
 			}
-			s, err := OpenStore(path, c.timeout)
+			db, err := OpenDB(path, c.timeout)
 			if err != nil {
-				return exitFor(err)
+				return err
 			}
-			defer s.Close()
-			h, _, err := s.HashKV(rev)
+			defer db.Close()
+			h, err := HashKV(db, path, rev)
 			if err != nil {
-				if errors.Is(err, mvcc.ErrCompacted) || errors.Is(err, mvcc.ErrFutureRev) {
-					return cli.Usage("--rev %d: %v (compacted at %d, current revision %d)", rev, err, s.CompactRev(), s.Rev())
+				var he *HashKVError
+				if errors.As(err, &he) {
+					return cli.Usage("%v", he)
 				}
-				return &cli.ExitError{Code: cli.ExitProblems, Err: err}
+				return err
 			}
 			return printHashKV(cmd.OutOrStdout(), c.format.Value, h)
 		},

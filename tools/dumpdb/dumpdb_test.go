@@ -180,6 +180,7 @@ func TestSnapshotFixture(t *testing.T) {
 			t.Fatalf("key %d: %v, etcdctl %q mod %d", i, got[i], k, kv.ModRevision)
 		}
 	}
+	hashKVAgainstStore(t, filepath.Join(dir, "member", "snap", "db"), 499)
 	r = run(t, "diff", dir, dir)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "result: same") {
 		t.Errorf("diff with itself: %d %s", r.Code, r.Stdout)
@@ -684,5 +685,72 @@ func TestStatsAfterDeletes(t *testing.T) {
 	}
 	if s.MetaPages+s.FreelistPages+s.TreePages+s.FreePages != s.HighWater {
 		t.Errorf("pages do not add up: %+v", s)
+	}
+}
+
+// hashKVAgainstStore compares HashKV computed from the file with the
+// store's HashKV (a freshly opened read-only store, as a restarted etcd)
+// at every revision from the compact revision to the current one.
+func hashKVAgainstStore(t *testing.T, path string, step int64) {
+	t.Helper()
+	s, err := mvcc.Open(path, mvcc.Options{Backend: mvcc.BackendOptions{ReadOnly: true, InitialMmapSize: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db, err := OpenDB(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	from := max(s.CompactRev(), 1)
+	t.Logf("%s: compact revision %d, revision %d", path, s.CompactRev(), s.Rev())
+	for rev := from; rev <= s.Rev(); rev += step {
+		want, _, err := s.HashKV(rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := HashKV(db, path, rev)
+		if err != nil || got != want {
+			t.Fatalf("%s rev %d: %+v %v, store %+v", path, rev, got, err, want)
+		}
+	}
+	want, _, _ := s.HashKV(0)
+	if got, err := HashKV(db, path, 0); err != nil || got != want {
+		t.Fatalf("rev 0: %+v %v, store %+v", got, err, want)
+	}
+}
+
+func TestHashKVMatchesStore(t *testing.T) {
+	dir := filepath.Join(extract(t, "small.tar.gz"), "small")
+	hashKVAgainstStore(t, filepath.Join(dir, "member", "snap", "db"), 1)
+	// Random histories: puts, overwrites, single and range deletes,
+	// compactions (tombstones at the compact revision included).
+	for seed := int64(1); seed <= 6; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		path := filepath.Join(t.TempDir(), "db")
+		newStore(t, path, func(s *mvcc.Store) {
+			for i := 0; i < 300; i++ {
+				k := fmt.Sprintf("k%02d", rng.Intn(25))
+				switch x := rng.Intn(10); {
+				case x < 6:
+					put(t, s, k, fmt.Sprint(i))
+				case x < 8:
+					_, _ = s.DeleteRange(&pb.DeleteRangeRequest{Key: []byte(k)})
+				case x < 9:
+					_, _ = s.DeleteRange(&pb.DeleteRangeRequest{Key: []byte(k), RangeEnd: []byte(fmt.Sprintf("k%02d", rng.Intn(25)+5))})
+				default:
+					if r := s.Rev(); r > 2 && r > s.CompactRev() && rng.Intn(8) == 0 {
+						c := s.CompactRev() + 1 + rng.Int63n(r-s.CompactRev())
+						if c > s.CompactRev() && c <= r {
+							if err := s.Compact(c); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+				}
+			}
+		})
+		hashKVAgainstStore(t, path, 1)
 	}
 }
