@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -59,6 +60,7 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	d.checkWAL()
 	d.checkSnap()
 	db, err := dumpdb.OpenDB(r.DBPath, opts.Timeout)
+	var pagesErr *dumpdb.PagesError
 	switch {
 	case err == nil:
 		d.checkDB(db)
@@ -68,6 +70,10 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 		d.add(SevError, "db", r.DBPath, -1, "no db file: %v", err)
 	case isLocked(err):
 		return nil, err
+	case errors.As(err, &pagesErr):
+		for _, p := range pagesErr.Problems {
+			d.add(SevError, "bbolt-pages", r.DBPath, p.Offset, "page %d: %s (bbolt would crash here; the db was not read further)", p.Page, p.Detail)
+		}
 	default:
 		d.add(SevError, "db", r.DBPath, -1, "cannot open: %v", err)
 	}
@@ -179,6 +185,7 @@ func (d *doc) checkDB(db *bolt.DB) {
 	}
 	pageSize := int64(db.Info().PageSize)
 	err := func() (err error) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		defer func() {
 			if p := recover(); p != nil {
 				err = fmt.Errorf("bbolt panicked reading the file: %v", p)

@@ -14,6 +14,10 @@
 //   - term: meta/term ≤ the last HardState's term;
 //   - membership: the members bucket against the newest loadable .snap's v2
 //     membership, against meta/confState, and the WAL's member ID;
+//   - bbolt-pages: the page tree walked with plain reads (dumpdb.CheckPages):
+//     wild page ids, cycles, elements past their page, keys out of order,
+//     each with its byte offset; a db with such pages is not read further,
+//     since bbolt panics or recurses without end on them;
 //   - bbolt: bbolt's own consistency check (Tx.Check), each error with the
 //     page's byte offset;
 //   - revisions: every key of the key bucket is a well-formed revision,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/etckit/etckit/mvcc"
@@ -16,8 +17,9 @@ import (
 )
 
 // safe runs fn and turns a panic inside bbolt (it panics on some damaged
-// pages) into an error.
+// pages, and a wild page pointer faults on the mmap) into an error.
 func safe(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = &cli.ExitError{Code: cli.ExitProblems, Err: fmt.Errorf("bbolt failed reading a damaged page: %v", r)}
@@ -270,7 +272,11 @@ func KeysAt(s *mvcc.Store, prefix []byte, rev int64, keysOnly bool, fn func(kv *
 		key = []byte{0}
 	}
 	for {
-		resp, err := s.Range(&pb.RangeRequest{Key: key, RangeEnd: end, Revision: rev, Limit: 1000, KeysOnly: keysOnly})
+		var resp *pb.RangeResponse
+		err := safe(func() (err error) {
+			resp, err = s.Range(&pb.RangeRequest{Key: key, RangeEnd: end, Revision: rev, Limit: 1000, KeysOnly: keysOnly})
+			return err
+		})
 		if err != nil {
 			return rev, err
 		}

@@ -133,7 +133,10 @@ func lockedError(path string, timeout time.Duration) error {
 }
 
 // OpenDB opens the bbolt file read-only with a lock timeout (0: wait
-// forever). The error names the lock holder when the wait times out.
+// forever). The error names the lock holder when the wait times out. The
+// page tree is checked first with plain reads (CheckPages): a db with
+// damaged pages is refused with a *PagesError (exit 1), because bbolt
+// panics or recurses without end on them.
 func OpenDB(path string, timeout time.Duration) (*bolt.DB, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -149,21 +152,40 @@ func OpenDB(path string, timeout time.Duration) (*bolt.DB, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	probs, err := CheckPages(path, db.Info().PageSize)
+	if err == nil && len(probs) > 0 {
+		err = pagesError(path, probs)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
 // OpenStore opens the MVCC store read-only (for keys, hashkv), with the
 // same lock handling as OpenDB.
 func OpenStore(path string, timeout time.Duration) (*mvcc.Store, error) {
-	if _, err := os.Stat(path); err != nil {
+	db, err := OpenDB(path, timeout) // lock wait and page check
+	if err != nil {
 		return nil, err
 	}
+	db.Close()
 	to := timeout
 	if to == 0 {
 		to = math.MaxInt64
 	}
-	s, err := mvcc.Open(path, mvcc.Options{Backend: mvcc.BackendOptions{ReadOnly: true, Timeout: to, InitialMmapSize: -1}})
+	// mvcc.Open panics inside bbolt on some damaged pages: safe turns that
+	// into an error (the half-open backend is left to the process exit).
+	var s *mvcc.Store
+	err = safe(func() (err error) {
+		s, err = mvcc.Open(path, mvcc.Options{Backend: mvcc.BackendOptions{ReadOnly: true, Timeout: to, InitialMmapSize: -1}})
+		return err
+	})
 	if err != nil {
+		if cli.Code(err) == cli.ExitProblems {
+			return nil, err
+		}
 		var le *mvcc.LockedError
 		if errors.As(err, &le) || errors.Is(err, bolt.ErrTimeout) {
 			return nil, lockedError(path, timeout)
