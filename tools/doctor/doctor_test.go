@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -385,4 +386,37 @@ func TestDamagedPage(t *testing.T) {
 			t.Errorf("page %d:\n%s", pg, r.Stdout)
 		}
 	}
+}
+
+// TestRandomDamageNeverPanics: random bytes of the db's pages and of the
+// WAL overwritten; the doctor always ends with exit 0, 1 or 2.
+func TestRandomDamageNeverPanics(t *testing.T) {
+	dir := filepath.Join(small(t), "small")
+	dbPath := filepath.Join(dir, "member", "snap", "db")
+	walPath := filepath.Join(dir, "member", "wal", "0000000000000000-0000000000000000.wal")
+	db0, _ := os.ReadFile(dbPath)
+	wal0, _ := os.ReadFile(walPath)
+	codes := map[int]int{}
+	for seed := int64(1); seed <= 40; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		d, w := bytes.Clone(db0), bytes.Clone(wal0)
+		for i := 0; i < 1+rng.Intn(6); i++ {
+			d[2*4096+rng.Intn(12*4096)] = byte(rng.Intn(256))
+		}
+		if rng.Intn(2) == 0 {
+			w[rng.Intn(23320)] ^= byte(1 + rng.Intn(255))
+		}
+		if err := os.WriteFile(dbPath, d, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(walPath, w, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := run(t, dir, "--replay", "-w", "json")
+		if r.Code < 0 || r.Code > 2 {
+			t.Fatalf("seed %d: code %d", seed, r.Code)
+		}
+		codes[r.Code]++
+	}
+	t.Logf("exit codes %v", codes)
 }

@@ -41,6 +41,11 @@
 // the db file, the byte offset of the key in the file, the bucket and the key
 // (on stderr in simple/table, as a "problem" object in json); the dump goes
 // on and the command exits 1 at the end. diff exits 1 when the dbs differ.
+// Before bbolt reads anything, the page tree is walked with plain reads
+// (CheckPages); a wild page id, a cycle or an element past its page would
+// make bbolt panic or recurse until it runs out of memory, so such a db is
+// refused with each damaged page and its offset (exit 1); `etckit doctor`
+// lists them all.
 // Usage errors, I/O errors and a lock that is not released in time exit 2.
 package dumpdb
 

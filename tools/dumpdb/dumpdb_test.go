@@ -794,3 +794,33 @@ func TestRandomDamageNeverPanics(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotFile: an `etcdctl snapshot save` file (bbolt image with its
+// sha256 trailer) is a db path too: hashkv equals etcdutl hashkv on it and
+// hash --all equals etcdutl snapshot status' hash.
+func TestSnapshotFile(t *testing.T) {
+	b, err := os.ReadFile(tooltest.Fixture(t, "etcd-3.6.16/snapshot-db/small-snapshot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "small-snapshot.db")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(tooltest.Fixture(t, "etcd-3.6.16/snapshot-db/small-snapshot.db.hashkv-etcdutl-v3.7.3.json"))
+	if r := run(t, "hashkv", path, "-w", "json"); r.Stdout != strings.TrimSpace(string(want))+"\n" {
+		t.Errorf("hashkv %q, etcdutl %q", r.Stdout, want)
+	}
+	var status struct{ Hash uint32 }
+	sb, _ := os.ReadFile(tooltest.Fixture(t, "etcd-3.6.16/snapshot-db/snapshot-status.json"))
+	if err := json.Unmarshal(sb, &status); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "hash", path, "--all"); !strings.HasSuffix(r.Stdout, fmt.Sprintf("Hash: %d\n", status.Hash)) {
+		t.Errorf("hash --all %q, snapshot status %d", r.Stdout, status.Hash)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, b) {
+		t.Error("the snapshot file changed")
+	}
+}
