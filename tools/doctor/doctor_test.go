@@ -354,6 +354,23 @@ func TestSnapshotFixture(t *testing.T) {
 		t.Fatalf("code %d %v\n%s", r.Code, r.Err, r.Stdout)
 	}
 	tooltest.RequireUnchanged(t, dir, before)
+	// A member the .snap and confState do not know.
+	db, err := bolt.Open(filepath.Join(dir, "member", "snap", "db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(mvcc.BucketMembers).Put([]byte("abc"), []byte(`{"id":2748,"peerURLs":["http://x:1"]}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r = run(t, dir)
+	if r.Code != 1 {
+		t.Fatalf("code %d\n%s", r.Code, r.Stdout)
+	}
+	finding(t, r.Stdout, SevWarn, "membership", "members in the .snap [2e1259d415f2a040] differ from the members bucket [2e1259d415f2a040,abc]")
+	finding(t, r.Stdout, SevWarn, "membership", "meta/confState [2e1259d415f2a040] differs from the members bucket")
 	setCI(t, dir, 5000, 2)
 	r = run(t, dir)
 	if r.Code != 1 {

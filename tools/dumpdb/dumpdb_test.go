@@ -637,6 +637,26 @@ func TestDiff(t *testing.T) {
 	if r := run(t, "diff", "b.db", "b.db"); r.Code != 0 {
 		t.Errorf("b vs b: %d", r.Code)
 	}
+	// A copy of a that lost revision 6 (surgery on the key bucket).
+	ab, _ := os.ReadFile(a)
+	d := filepath.Join(dir, "d.db")
+	if err := os.WriteFile(d, ab, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ddb, err := bolt.Open(d, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ddb.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("key")).Delete(mvcc.RevKey(mvcc.Revision{Main: 6}, false))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ddb.Close()
+	r = run(t, "diff", "a.db", "d.db")
+	if r.Code != 1 || !strings.Contains(r.Stdout, "first divergent revision: 6 (only in a)") || !strings.Contains(r.Stdout, `  a 6_0 put "k4" = "v4"`) || !strings.Contains(r.Stdout, `"k4": a mod=6 create=6 ver=1 lease=0 value="v4" | b absent`) {
+		t.Errorf("a vs d: %d\n%s", r.Code, r.Stdout)
+	}
 }
 
 // TestStatsAfterDeletes: deleting most of a db's pairs leaves free pages;
