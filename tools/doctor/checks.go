@@ -59,7 +59,7 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	d := &doc{r: r, opts: opts, removed: map[string]bool{}}
 	d.checkWAL()
 	d.checkSnap()
-	db, err := dumpdb.OpenDB(r.DBPath, opts.Timeout)
+	db, err := dumpdb.OpenDBWithProgress(r.DBPath, opts.Timeout, opts.Progress)
 	var pagesErr *dumpdb.PagesError
 	switch {
 	case err == nil:

@@ -83,7 +83,7 @@ func newBuckets() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := OpenDB(path, c.timeout)
+			db, err := c.open(cmd, path)
 			if err != nil {
 				return err
 			}
@@ -145,7 +145,7 @@ printed raw and reported with its file offset (exit 1).`,
 			if limit < 0 {
 				return cli.Usage("--limit must not be negative")
 			}
-			db, err := OpenDB(path, c.timeout)
+			db, err := c.open(cmd, path)
 			if err != nil {
 				return err
 			}
@@ -331,7 +331,7 @@ func newKeys() *cobra.Command {
 			if rev < 0 {
 				return cli.Usage("--rev must not be negative")
 			}
-			s, err := OpenStore(path, c.timeout)
+			s, err := OpenStore(path, c.timeout, cmd.ErrOrStderr())
 			if err != nil {
 				return exitFor(err)
 			}
@@ -408,7 +408,7 @@ key bucket.`,
 			if err != nil {
 				return err
 			}
-			db, err := OpenDB(path, c.timeout)
+			db, err := c.open(cmd, path)
 			if err != nil {
 				return err
 			}
@@ -526,12 +526,15 @@ etcdutl hashkv's {"hash","hashRevision","compactRevision"}.`,
 			if rev < 0 {
 				return cli.Usage("--rev must not be negative")
 			}
-			db, err := OpenDB(path, c.timeout)
+			db, err := c.open(cmd, path)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			h, err := HashKV(db, path, rev)
+			// Two passes over the key bucket: the bar's total is twice the file.
+			prog := cli.NewProgress(cmd.ErrOrStderr(), "hashkv", 2*fileSize(path))
+			h, err := HashKV(db, path, rev, prog.Update)
+			prog.Done()
 			if err != nil {
 				var he *HashKVError
 				if errors.As(err, &he) {

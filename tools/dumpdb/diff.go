@@ -292,12 +292,12 @@ behind is not a divergence. Exit 1 when the dbs differ.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pa, pb := ResolvePath(args[0]), ResolvePath(args[1])
-			dbA, err := OpenDB(pa, c.timeout)
+			dbA, err := c.open(cmd, pa)
 			if err != nil {
 				return err
 			}
 			defer dbA.Close()
-			dbB, err := OpenDB(pb, c.timeout)
+			dbB, err := c.open(cmd, pb)
 			if err != nil {
 				return err
 			}

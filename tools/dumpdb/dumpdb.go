@@ -97,6 +97,12 @@ type common struct {
 	format  cli.FormatFlag
 }
 
+// open opens the db read-only with the command's --timeout and a progress
+// bar on its stderr.
+func (c *common) open(cmd *cobra.Command, path string) (*bolt.DB, error) {
+	return OpenDBWithProgress(path, c.timeout, cmd.ErrOrStderr())
+}
+
 func (c *common) add(cmd *cobra.Command) {
 	c.dirs.AddFlags(cmd)
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for bbolt's file lock (0: forever)")
@@ -143,6 +149,12 @@ func lockedError(path string, timeout time.Duration) error {
 // damaged pages is refused with a *PagesError (exit 1), because bbolt
 // panics or recurses without end on them.
 func OpenDB(path string, timeout time.Duration) (*bolt.DB, error) {
+	return OpenDBWithProgress(path, timeout, nil)
+}
+
+// OpenDBWithProgress is OpenDB drawing a progress bar for the page check on
+// errw (only on a terminal, after a second).
+func OpenDBWithProgress(path string, timeout time.Duration, errw io.Writer) (*bolt.DB, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -157,7 +169,12 @@ func OpenDB(path string, timeout time.Duration) (*bolt.DB, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	probs, err := CheckPages(path, db.Info().PageSize)
+	var prog *cli.Progress
+	if errw != nil {
+		prog = cli.NewProgress(errw, "checking pages", fi.Size())
+		defer prog.Done()
+	}
+	probs, err := CheckPages(path, db.Info().PageSize, prog.Update)
 	if err == nil && len(probs) > 0 {
 		err = pagesError(path, probs)
 	}
@@ -170,8 +187,8 @@ func OpenDB(path string, timeout time.Duration) (*bolt.DB, error) {
 
 // OpenStore opens the MVCC store read-only (for keys, hashkv), with the
 // same lock handling as OpenDB.
-func OpenStore(path string, timeout time.Duration) (*mvcc.Store, error) {
-	db, err := OpenDB(path, timeout) // lock wait and page check
+func OpenStore(path string, timeout time.Duration, errw io.Writer) (*mvcc.Store, error) {
+	db, err := OpenDBWithProgress(path, timeout, errw) // lock wait and page check
 	if err != nil {
 		return nil, err
 	}

@@ -66,8 +66,15 @@ type latest struct {
 // This is the value a (re)started etcd answers; a server that compacted
 // at rev itself answers the hash it recorded then, which is the same
 // unless the compaction was interrupted.
-func HashKV(db *bolt.DB, path string, rev int64) (mvcc.KeyValueHash, error) {
+func HashKV(db *bolt.DB, path string, rev int64, progress ...func(done int64)) (mvcc.KeyValueHash, error) {
 	var res mvcc.KeyValueHash
+	var done int64
+	tick := func(k, v []byte) {
+		done += int64(len(k) + len(v))
+		if len(progress) > 0 {
+			progress[0](done)
+		}
+	}
 	err := safe(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			compact := metaRev(tx, mvcc.MetaFinishedCompactRev)
@@ -105,6 +112,7 @@ func HashKV(db *bolt.DB, path string, rev int64) (mvcc.KeyValueHash, error) {
 					if r.Main > rev {
 						break
 					}
+					tick(k, v)
 					uk, err := userKey(v)
 					if err != nil {
 						return bad(k, v, err)
@@ -127,6 +135,7 @@ func HashKV(db *bolt.DB, path string, rev int64) (mvcc.KeyValueHash, error) {
 					if r.Main > rev {
 						break
 					}
+					tick(k, v)
 					if r.Main <= compact && len(kept) > 0 && !kept[r] {
 						continue
 					}

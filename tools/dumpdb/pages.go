@@ -46,6 +46,7 @@ type pageWalker struct {
 	hwm      uint64
 	seen     map[uint64]bool
 	problems []PageProblem
+	progress func(done int64)
 }
 
 func (w *pageWalker) add(pg uint64, off int64, format string, args ...any) {
@@ -90,6 +91,9 @@ func (w *pageWalker) walk(pg uint64, depth int) {
 		return
 	}
 	w.seen[pg] = true
+	if w.progress != nil {
+		w.progress(int64(len(w.seen)) * w.pageSize)
+	}
 	b, ok := w.read(pg)
 	if !ok {
 		return
@@ -168,8 +172,9 @@ func (w *pageWalker) node(pg uint64, off int64, b []byte, depth int) {
 
 // CheckPages walks the bbolt file's tree (from the newest valid meta page)
 // with plain reads and lists damaged pages. It never panics; the error is
-// an I/O error or a file with no valid meta page.
-func CheckPages(path string, pageSize int) ([]PageProblem, error) {
+// an I/O error or a file with no valid meta page. progress (optional) is
+// called with the bytes of the pages visited so far.
+func CheckPages(path string, pageSize int, progress ...func(done int64)) ([]PageProblem, error) {
 	_, hwm, _, ok := metaInfo(path, pageSize)
 	if !ok {
 		return nil, fmt.Errorf("%s: no valid bbolt meta page", path)
@@ -184,6 +189,9 @@ func CheckPages(path string, pageSize int) ([]PageProblem, error) {
 	}
 	defer f.Close()
 	w := &pageWalker{f: f, pageSize: int64(pageSize), hwm: hwm, seen: map[uint64]bool{}}
+	if len(progress) > 0 {
+		w.progress = progress[0]
+	}
 	w.walk(root, 0)
 	return w.problems, nil
 }

@@ -23,8 +23,9 @@ import (
 // etcd-dump-db hash) meta/term, meta/consistent_index and
 // meta/storageVersion are left out; without (etcdutl snapshot status)
 // nothing is.
-func DBHash(db *bolt.DB, excludeMeta bool) (uint32, error) {
+func DBHash(db *bolt.DB, excludeMeta bool, progress ...func(done int64)) (uint32, error) {
 	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	var done int64
 	err := safe(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			c := tx.Cursor()
@@ -41,6 +42,10 @@ func DBHash(db *bolt.DB, excludeMeta bool) (uint32, error) {
 					}
 					h.Write(k)
 					h.Write(v)
+					done += int64(len(k) + len(v))
+					if len(progress) > 0 {
+						progress[0](done)
+					}
 					return nil
 				}); err != nil {
 					return err
@@ -70,12 +75,14 @@ healthy members; use hashkv to compare members.`,
 			if err != nil {
 				return err
 			}
-			db, err := OpenDB(path, c.timeout)
+			db, err := c.open(cmd, path)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			h, err := DBHash(db, !all)
+			prog := cli.NewProgress(cmd.ErrOrStderr(), "hash", fileSize(path))
+			h, err := DBHash(db, !all, prog.Update)
+			prog.Done()
 			if err != nil {
 				return err
 			}
@@ -208,7 +215,7 @@ etcd's fill percent), then the buckets.`,
 			if err != nil {
 				return err
 			}
-			db, err := OpenDB(path, c.timeout)
+			db, err := c.open(cmd, path)
 			if err != nil {
 				return err
 			}
