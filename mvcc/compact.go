@@ -141,7 +141,7 @@ func (s *Store) Compact(rev int64) error {
 		return err
 	}
 	prev := s.compactRev
-	keep := s.compactIndex(rev)
+	keep, extra := s.compactIndex(rev)
 	err = s.b.Write(func(w *WriteTx) error {
 		w.Put(BucketMeta, MetaScheduledCompactRev, RevKey(Revision{Main: rev}, false))
 		return nil
@@ -153,16 +153,19 @@ func (s *Store) Compact(rev int64) error {
 	if err != nil {
 		return err
 	}
-	return s.physicalCompact(rev, prev, keep, prevCompleted)
+	return s.physicalCompact(rev, prev, keep, extra, prevCompleted)
 }
 
-// compactIndex applies the compaction to the index; REQUIRES s.mu held.
-func (s *Store) compactIndex(rev int64) map[Revision]struct{} {
+// compactIndex applies the compaction to the index and returns the
+// revisions <= rev to keep on disk (keep also feeds the compaction hash,
+// extra does not; see keyIndex.compact); REQUIRES s.mu held.
+func (s *Store) compactIndex(rev int64) (keep, extra map[Revision]struct{}) {
 	s.compactRev = rev
-	keep := make(map[Revision]struct{})
+	keep = make(map[Revision]struct{})
+	extra = make(map[Revision]struct{})
 	dead := 0
 	s.idx.ascend("", func(ki *keyIndex) bool {
-		ki.compact(rev, keep)
+		ki.compact(rev, keep, extra)
 		if ki.empty() {
 			dead++
 		}
@@ -172,7 +175,7 @@ func (s *Store) compactIndex(rev int64) map[Revision]struct{} {
 	if s.idx.dead > 0 && s.idx.dead*4 >= s.idx.count {
 		s.idx.rebuild()
 	}
-	return keep
+	return keep, extra
 }
 
 func (s *Store) prevCompactionCompleted() (bool, error) {
@@ -198,9 +201,9 @@ func revMainOf(b []byte) []byte {
 func (s *Store) resumeCompaction(rev int64) error {
 	s.mu.Lock()
 	prev := s.compactRev
-	keep := s.compactIndex(rev)
+	keep, extra := s.compactIndex(rev)
 	s.mu.Unlock()
-	return s.physicalCompact(rev, prev, keep, false)
+	return s.physicalCompact(rev, prev, keep, extra, false)
 }
 
 // physicalCompact deletes from the key bucket every revision <= rev not in
@@ -210,7 +213,7 @@ func (s *Store) resumeCompaction(rev int64) error {
 // BatchInterval or BatchLimit writes); the last batch is committed at once.
 // No snapshot is held while writing, so a commit that must remap the file
 // never waits for the compaction.
-func (s *Store) physicalCompact(rev, prev int64, keep map[Revision]struct{}, storeHash bool) error {
+func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct{}, storeHash bool) error {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	h := newKVHasher(prev, rev, keep)
@@ -243,7 +246,8 @@ func (s *Store) physicalCompact(rev, prev int64, keep map[Revision]struct{}, sto
 				if err != nil {
 					return s.corruptErr(BucketKey, k, err)
 				}
-				if _, ok := keep[r]; !ok {
+				_, kept := keep[r]
+				if _, ok := extra[r]; !kept && !ok {
 					dels = append(dels, bytes.Clone(k))
 				}
 				if err := h.write(k, v); err != nil {

@@ -145,7 +145,15 @@ func doCompact(revs []irev, atRev int64) (gs, ri int) {
 
 // compact drops what etcd's compaction at atRev drops and adds the kept
 // revision <= atRev (if any) to keep.
-func (ki *keyIndex) compact(atRev int64, keep map[Revision]struct{}) {
+//
+// extra receives the revisions <= atRev that the index keeps beyond that
+// one: they exist only when a transaction deleted a key and put it again at
+// the same main revision (a from-key DeleteRange slips past etcd's
+// duplicate-key check). etcd deletes them from the file while its index
+// still points at them, and later dies on "range failed to find revision
+// pair"; we keep them on disk (but out of the hashes, which etcd computes
+// without them).
+func (ki *keyIndex) compact(atRev int64, keep, extra map[Revision]struct{}) {
 	revs := ki.revs()
 	if len(revs) == 0 {
 		return
@@ -153,6 +161,9 @@ func (ki *keyIndex) compact(atRev int64, keep map[Revision]struct{}) {
 	gs, ri := doCompact(revs, atRev)
 	if ri >= 0 {
 		keep[revs[ri].rev()] = struct{}{}
+		for i := ri + 1; i < len(revs) && revs[i].main <= atRev; i++ {
+			extra[revs[i].rev()] = struct{}{}
+		}
 	}
 	cut := gs
 	if ri >= 0 {

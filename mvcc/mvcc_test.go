@@ -604,3 +604,35 @@ func TestRemapWithConcurrentReaders(t *testing.T) {
 	st := s.Backend().DB().Stats()
 	t.Logf("rev %d, %d commits, %d free pages", s.Rev(), s.Backend().Commits(), st.FreePageN)
 }
+
+// A from-key delete and a put of the same key in one Txn give the key a
+// tombstone and a new generation at the same main revision. etcd's
+// compaction at that revision deletes the new generation's revision from the
+// file while its index keeps it (etcd then dies on "range failed to find
+// revision pair"); ours keeps it and still hashes as etcd does.
+func TestCompactSameMainTombstoneAndPut(t *testing.T) {
+	s, _ := openTestStore(t, Options{CompactionSleepInterval: -1})
+	mustPut(t, s, "k", "old") // 2
+	r := &pb.TxnRequest{Success: []*pb.RequestOp{
+		{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("a"), RangeEnd: []byte{0}}}},
+		{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("k"), Value: []byte("new")}}},
+	}}
+	if err := ValidateTxn(r, 128); err != nil {
+		t.Fatalf("etcd's checks accept it: %v", err)
+	}
+	if _, err := s.Txn(r); err != nil { // 3: tombstone (3,0), put (3,1)
+		t.Fatal(err)
+	}
+	if err := s.Compact(3); err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []int64{0, 3} {
+		resp, err := s.Range(&pb.RangeRequest{Key: []byte("k"), Revision: rev})
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "new" {
+			t.Fatalf("rev %d: %v %v", rev, resp, err)
+		}
+	}
+	if _, _, err := s.HashKV(0); err != nil {
+		t.Fatal(err)
+	}
+}
