@@ -27,7 +27,10 @@
 //
 // KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
 // KeepAlive, TimeToLive, Leases), Cluster (MemberList), Maintenance (Status,
-// Hash, HashKV, Snapshot with the SHA-256 trailer, Alarm). Errors carry
+// Hash, HashKV, Snapshot with the SHA-256 trailer, Defragment, Alarm).
+// Defragment rewrites the db as etcd does (FORMATS §4.1) under the running
+// store: only the bbolt file and handle change, so the key index, watchers
+// and leases stay; writes wait while the copy runs. Errors carry
 // etcd's gRPC codes and messages (rpctypes): request validation, --max-txn-ops,
 // --max-request-bytes, compacted/future revisions, lease not found, NOSPACE at
 // --quota-backend-bytes. HTTP on the same port: /health, /version, /metrics.

@@ -87,9 +87,14 @@ type histogram struct {
 }
 
 func newHistogram(name, help string) *histogram {
+	return newHistogramBuckets(name, help, 0.001, 14)
+}
+
+// newHistogramBuckets has n buckets from start, doubling.
+func newHistogramBuckets(name, help string, start float64, n int) *histogram {
 	h := &histogram{name: name, help: help}
-	b := 0.001
-	for i := 0; i < 14; i++ {
+	b := start
+	for i := 0; i < n; i++ {
 		h.bounds = append(h.bounds, b)
 		b *= 2
 	}
@@ -129,12 +134,14 @@ func (h *histogram) write(w http.ResponseWriter) {
 type metrics struct {
 	walFsync      *histogram
 	backendCommit *histogram
+	defrag        *histogram
 }
 
 func newMetrics() *metrics {
 	return &metrics{
 		walFsync:      newHistogram("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL."),
 		backendCommit: newHistogram("etcd_disk_backend_commit_duration_seconds", "The latency distributions of commit called by backend."),
+		defrag:        newHistogramBuckets("etcd_disk_backend_defrag_duration_seconds", "The latency distribution of backend defragmentation.", 0.1, 13),
 	}
 }
 
@@ -143,6 +150,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	s.metrics.walFsync.write(w)
 	s.metrics.backendCommit.write(w)
+	s.metrics.defrag.write(w)
 	applied, _ := s.eng.Applied()
 	size, inUse := s.dbSize()
 	isLeader := 0
