@@ -32,7 +32,10 @@ import (
 	"github.com/etckit/etckit/mvcc"
 )
 
-var mvccSeed = flag.Uint64("mvcc.seed", 0, "seed of TestMVCCDifferential (0: the fixed seeds)")
+var (
+	mvccSeed = flag.Uint64("mvcc.seed", 0, "seed of TestMVCCDifferential (0: the fixed seeds)")
+	mvccOps  = flag.Int("mvcc.ops", 12000, "operations per seed in TestMVCCDifferential")
+)
 
 type v36cluster struct{}
 
@@ -392,7 +395,7 @@ func TestMVCCDifferential(t *testing.T) {
 	if *mvccSeed != 0 {
 		seeds = []uint64{*mvccSeed}
 	}
-	nops := 12000
+	nops := *mvccOps
 	if testing.Short() {
 		nops = 3000
 	}

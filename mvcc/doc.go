@@ -56,10 +56,16 @@
 // filters, progress, fragmentation). The Lessor keeps leases as etcd's
 // lessor does and persists them in the lease bucket.
 //
-// One deliberate difference: a Txn whose put with ignore_value/ignore_lease
-// targets a key removed earlier in the same Txn by a from-key DeleteRange
-// (which etcd's duplicate-key check does not catch) makes etcd panic while
-// applying it; here it fails with ErrKeyNotFound before anything is written.
+// Two deliberate differences, both where etcd breaks, and both caused by a
+// from-key DeleteRange that etcd's duplicate-key check does not see:
+//   - a Txn whose put with ignore_value/ignore_lease targets a key removed
+//     earlier in the same Txn makes etcd panic while applying it; here it
+//     fails with ErrKeyNotFound before anything is written;
+//   - a Txn that deletes a key and puts it again leaves a tombstone and a
+//     new generation at one main revision; etcd's compaction at that
+//     revision removes the new revision from the file but not from its
+//     index (etcd then dies on its next read of the key); here the revision
+//     stays on disk, and hashes are computed as etcd computes them.
 //
 // # Errors
 //
