@@ -636,3 +636,29 @@ func TestCompactSameMainTombstoneAndPut(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Requests built in process with nil parts are rejected, not dereferenced.
+func TestNilRequestParts(t *testing.T) {
+	s, _ := openTestStore(t, Options{})
+	if _, err := s.Range(nil); err != ErrEmptyKey {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(nil); err != ErrEmptyKey {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteRange(nil); err != ErrEmptyKey {
+		t.Fatal(err)
+	}
+	for _, r := range []*pb.TxnRequest{
+		nil,
+		{Compare: []*pb.Compare{nil}},
+		{Success: []*pb.RequestOp{nil}},
+		{Success: []*pb.RequestOp{{}}},
+		{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestTxn{}}}},
+		{Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{}}}},
+	} {
+		if _, err := s.Txn(r); err == nil {
+			t.Fatalf("%v accepted", r)
+		}
+	}
+}

@@ -14,7 +14,7 @@ import (
 
 // ValidateRange checks r as etcd's checkRangeRequest.
 func ValidateRange(r *pb.RangeRequest) error {
-	if len(r.Key) == 0 {
+	if r == nil || len(r.Key) == 0 {
 		return ErrEmptyKey
 	}
 	if _, ok := pb.RangeRequest_SortOrder_name[int32(r.SortOrder)]; !ok {
@@ -28,7 +28,7 @@ func ValidateRange(r *pb.RangeRequest) error {
 
 // ValidatePut checks r as etcd's checkPutRequest.
 func ValidatePut(r *pb.PutRequest) error {
-	if len(r.Key) == 0 {
+	if r == nil || len(r.Key) == 0 {
 		return ErrEmptyKey
 	}
 	if r.IgnoreValue && len(r.Value) != 0 {
@@ -42,7 +42,7 @@ func ValidatePut(r *pb.PutRequest) error {
 
 // ValidateDeleteRange checks r as etcd's checkDeleteRequest.
 func ValidateDeleteRange(r *pb.DeleteRangeRequest) error {
-	if len(r.Key) == 0 {
+	if r == nil || len(r.Key) == 0 {
 		return ErrEmptyKey
 	}
 	return nil
@@ -64,12 +64,15 @@ func ValidateTxn(r *pb.TxnRequest, maxTxnOps int) error {
 }
 
 func checkTxnRequest(r *pb.TxnRequest, maxTxnOps int) error {
+	if r == nil {
+		return ErrKeyNotFound // an empty union, as etcd answers for one
+	}
 	opc := max(len(r.Compare), len(r.Success), len(r.Failure))
 	if opc > maxTxnOps {
 		return ErrTooManyOps
 	}
 	for _, c := range r.Compare {
-		if len(c.Key) == 0 {
+		if c == nil || len(c.Key) == 0 {
 			return ErrEmptyKey
 		}
 	}
@@ -84,6 +87,9 @@ func checkTxnRequest(r *pb.TxnRequest, maxTxnOps int) error {
 }
 
 func checkRequestOp(u *pb.RequestOp, maxTxnOps int) error {
+	if u == nil {
+		return ErrKeyNotFound
+	}
 	switch uv := u.Request.(type) {
 	case *pb.RequestOp_RequestRange:
 		return ValidateRange(uv.RequestRange)
