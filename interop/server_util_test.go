@@ -84,7 +84,7 @@ func startEtckit(t *testing.T, dir string, mod func(*server.Config)) (*server.Se
 }
 
 // startEtcd runs etcd 3.7.3 (embed) on dir, bound to 127.0.0.1 random ports.
-func startEtcd(t *testing.T, dir string) (*embed.Etcd, *member) {
+func startEtcd(t *testing.T, dir string, mods ...func(*embed.Config)) (*embed.Etcd, *member) {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Name = testName
@@ -100,6 +100,9 @@ func startEtcd(t *testing.T, dir string) (*embed.Etcd, *member) {
 	cfg.AdvertisePeerUrls = []url.URL{*ap}
 	cfg.InitialCluster = testName + "=" + testPeerURL
 	cfg.ListenMetricsUrls = nil
+	for _, mod := range mods {
+		mod(cfg)
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)

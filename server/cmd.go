@@ -29,6 +29,7 @@ type flags struct {
 	heartbeatMs, electionMs                         uint
 	logLevel                                        string
 	unsafeNoFsync                                   bool
+	watchProgressNotifyInterval                     time.Duration
 }
 
 // NewCommand returns the `serve` command: run one etcd member on a data
@@ -80,6 +81,7 @@ With no flags it starts one member named "default" with its data in
 	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
 	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
+	fs.DurationVar(&f.watchProgressNotifyInterval, "watch-progress-notify-interval", 10*time.Minute, "Duration of periodic watch progress notifications.")
 	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
 	return cmd
 }
@@ -163,6 +165,8 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		TickInterval:        time.Duration(f.heartbeatMs) * time.Millisecond,
 		ElectionTicks:       int(f.electionMs / f.heartbeatMs),
 		Logger:              logger,
+
+		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 	}, nil
 }
 

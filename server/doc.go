@@ -30,7 +30,15 @@
 // Hash, HashKV, Snapshot with the SHA-256 trailer, Defragment, Alarm).
 // Defragment rewrites the db as etcd does (FORMATS §4.1) under the running
 // store: only the bbolt file and handle change, so the key index, watchers
-// and leases stay; writes wait while the copy runs. Errors carry
+// and leases stay; writes wait while the copy runs.
+//
+// Watch follows etcd's serverWatchStream: client-chosen watch IDs (a
+// duplicate is created-and-canceled with etcd's reason) and etcd's ID
+// allocation otherwise, filters, prev_kv, fragmentation above
+// --max-request-bytes plus 512 KiB, progress requests (one response with
+// watch ID -1 and the current revision once every watcher of the stream is
+// synced), periodic progress_notify (Config.WatchProgressNotifyInterval),
+// and compaction cancels with compact_revision and header revision 0. Errors carry
 // etcd's gRPC codes and messages (rpctypes): request validation, --max-txn-ops,
 // --max-request-bytes, compacted/future revisions, lease not found, NOSPACE at
 // --quota-backend-bytes. HTTP on the same port: /health, /version, /metrics.

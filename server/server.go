@@ -72,6 +72,11 @@ type Config struct {
 	// member without a WAL refuses "existing" for now.
 	InitialClusterState string
 
+	// WatchProgressNotifyInterval is the period of the progress
+	// notifications of watchers created with progress_notify (etcd
+	// --watch-progress-notify-interval, 10 minutes).
+	WatchProgressNotifyInterval time.Duration
+
 	Transport Transport
 	Logger    *slog.Logger
 }
@@ -94,6 +99,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.WatchProgressNotifyInterval <= 0 {
+		c.WatchProgressNotifyInterval = 10 * time.Minute
 	}
 	c.Engine.MVCC.MaxTxnOps = c.MaxTxnOps
 	if c.Engine.MVCC.MinLeaseTTL == 0 {
