@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand"
@@ -10,6 +11,7 @@ import (
 	"github.com/etckit/etckit/server"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -37,6 +39,25 @@ func call(ctx context.Context, m *member, req proto.Message) (proto.Message, str
 		resp, err = m.lease.LeaseGrant(ctx, r)
 	case *pb.LeaseRevokeRequest:
 		resp, err = m.lease.LeaseRevoke(ctx, r)
+	case *pb.LeaseTimeToLiveRequest:
+		var tr *pb.LeaseTimeToLiveResponse
+		if tr, err = m.lease.LeaseTimeToLive(ctx, r); err == nil && tr.TTL > 0 && tr.TTL >= tr.GrantedTTL-2 {
+			// The remaining TTL follows the clock: compared as "about
+			// the granted TTL".
+			tr.TTL = tr.GrantedTTL
+		}
+		resp = tr
+	case *pb.LeaseKeepAliveRequest:
+		// One request on a keep-alive stream, one response.
+		var st pb.Lease_LeaseKeepAliveClient
+		if st, err = m.lease.LeaseKeepAlive(ctx); err == nil {
+			if err = st.Send(r); err == nil {
+				resp, err = st.Recv()
+			}
+			_ = st.CloseSend()
+		}
+	case *pb.DefragmentRequest:
+		resp, err = m.maint.Defragment(ctx, r)
 	default:
 		panic(fmt.Sprintf("unexpected request %T", req))
 	}
@@ -163,6 +184,9 @@ func (w *workload) rangeReq() *pb.RangeRequest {
 		r.RangeEnd = srvPrefixEnd(r.Key)
 	case 1:
 		r.Key, r.RangeEnd = []byte{0}, []byte{0}
+		if w.r.Intn(2) == 0 {
+			r.Key = w.key() // from-key
+		}
 	case 2:
 		r.RangeEnd = []byte(w.keys[w.r.Intn(len(w.keys))])
 	}
@@ -181,6 +205,12 @@ func (w *workload) rangeReq() *pb.RangeRequest {
 	r.Serializable = w.r.Intn(4) == 0
 	if w.r.Intn(6) == 0 {
 		r.MinModRevision = int64(w.r.Intn(int(w.rev) + 1))
+	}
+	if w.r.Intn(6) == 0 {
+		r.MaxModRevision = int64(w.r.Intn(int(w.rev) + 1))
+	}
+	if w.r.Intn(6) == 0 {
+		r.MinCreateRevision = int64(w.r.Intn(int(w.rev) + 1))
 	}
 	if w.r.Intn(6) == 0 {
 		r.MaxCreateRevision = int64(w.r.Intn(int(w.rev) + 1))
@@ -279,8 +309,17 @@ func (w *workload) next(step int) proto.Message {
 		id := w.leases[i]
 		w.leases = append(w.leases[:i], w.leases[i+1:]...)
 		return &pb.LeaseRevokeRequest{ID: id}
-	case n < 95:
+	case n < 94:
 		return &pb.HashKVRequest{Revision: 0}
+	case n < 95:
+		id := int64(4242) // unknown
+		if len(w.leases) > 0 && w.r.Intn(4) > 0 {
+			id = w.leases[w.r.Intn(len(w.leases))]
+		}
+		if w.r.Intn(2) == 0 {
+			return &pb.LeaseKeepAliveRequest{ID: id}
+		}
+		return &pb.LeaseTimeToLiveRequest{ID: id, Keys: w.r.Intn(2) == 0}
 	case n < 97:
 		return &pb.PutRequest{Key: nil, Value: w.value()} // empty key
 	default:
@@ -306,7 +345,10 @@ func TestServerDifferentialConformance(t *testing.T) {
 func differential(t *testing.T, seed int64) {
 	const steps = 600
 	t.Logf("seed %d, %d steps", seed, steps)
-	_, e := startEtcd(t, dataDir(t, "etcd"))
+	// etcd's minimum lease TTL is ceil(1.5 election timeouts) seconds: 1 s
+	// on both (etcd 500 ms, etckit 10 x 10 ms), so TTL-1 leases expire on
+	// both within the test.
+	_, e := startEtcd(t, dataDir(t, "etcd"), func(c *embed.Config) { c.TickMs, c.ElectionMs = 100, 500 })
 	_, k := startEtckit(t, dataDir(t, "etckit"), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -316,18 +358,125 @@ func differential(t *testing.T, seed int64) {
 		t.Fatal("same endpoint")
 	}
 	kinds := map[string]int{}
-	errs := 0
+	rangeOpts := map[string]int{}
+	errs, compactRev, expired, watched, watchEvs := 0, int64(1), 0, 0, 0
 	for i := 0; i < steps; i++ {
+		switch {
+		case i%300 == 150:
+			expireLease(t, ctx, w, i, e, k)
+			expired++
+		case i%100 == 50:
+			watchEvs += watchFromPast(t, ctx, w, i, compactRev, e, k)
+			watched++
+		case i%200 == 100:
+			compareCall(t, ctx, i, &pb.DefragmentRequest{}, e, k)
+			kinds["DefragmentRequest"]++
+		}
 		req := w.next(i)
 		kinds[fmt.Sprintf("%T", req)[len("*etcdserverpb."):]]++
-		if _, et := compareCall(t, ctx, i, req, e, k); et != "" {
+		countRangeOptions(req, rangeOpts)
+		_, et := compareCall(t, ctx, i, req, e, k)
+		if et != "" {
 			errs++
+		} else if c, ok := req.(*pb.CompactionRequest); ok {
+			compactRev = max(compactRev, c.Revision)
 		}
 	}
 	all, _ := compareCall(t, ctx, steps, &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}, e, k)
 	h, _ := compareCall(t, ctx, steps+1, &pb.HashKVRequest{}, e, k)
-	t.Logf("requests %v; %d answered with the same error; final revision %d, %d keys, HashKV %d (compact revision %d)",
-		kinds, errs, all.(*pb.RangeResponse).Header.Revision, all.(*pb.RangeResponse).Count, h.(*pb.HashKVResponse).Hash, h.(*pb.HashKVResponse).CompactRevision)
+	t.Logf("requests %v; range options %v; %d answered with the same error; %d TTL-1 leases expired on both; %d watches from past revisions (prev_kv) delivered %d identical events",
+		kinds, rangeOpts, errs, expired, watched, watchEvs)
+	t.Logf("final revision %d, %d keys, HashKV %d (compact revision %d)",
+		all.(*pb.RangeResponse).Header.Revision, all.(*pb.RangeResponse).Count, h.(*pb.HashKVResponse).Hash, h.(*pb.HashKVResponse).CompactRevision)
+}
+
+// countRangeOptions tallies the Range options a request (or a txn's ranges)
+// uses, for the log.
+func countRangeOptions(req proto.Message, n map[string]int) {
+	var rs []*pb.RangeRequest
+	switch r := req.(type) {
+	case *pb.RangeRequest:
+		rs = append(rs, r)
+	case *pb.TxnRequest:
+		for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+			for _, op := range ops {
+				if rr := op.GetRequestRange(); rr != nil {
+					rs = append(rs, rr)
+				}
+			}
+		}
+	}
+	for _, r := range rs {
+		for name, on := range map[string]bool{
+			"limit": r.Limit > 0, "revision": r.Revision > 0, "sort": r.SortOrder != pb.RangeRequest_NONE || r.SortTarget != pb.RangeRequest_KEY,
+			"keys_only": r.KeysOnly, "count_only": r.CountOnly, "serializable": r.Serializable,
+			"min_mod": r.MinModRevision > 0, "max_mod": r.MaxModRevision > 0, "min_create": r.MinCreateRevision > 0, "max_create": r.MaxCreateRevision > 0,
+			"prefix": len(r.RangeEnd) > 0 && bytes.Equal(r.RangeEnd, srvPrefixEnd(r.Key)), "from_key": bytes.Equal(r.RangeEnd, []byte{0}) && !bytes.Equal(r.Key, []byte{0}),
+			"all": bytes.Equal(r.RangeEnd, []byte{0}) && bytes.Equal(r.Key, []byte{0}),
+		} {
+			if on {
+				n[name]++
+			}
+		}
+	}
+}
+
+// expireLease grants a TTL-1 lease on both members, attaches a workload key
+// and a key of its own, waits (bounded) until each member has revoked it on
+// expiry, and compares the key space and revision after.
+func expireLease(t *testing.T, ctx context.Context, w *workload, step int, a, b *member) {
+	t.Helper()
+	id := int64(900000 + step)
+	compareCall(t, ctx, step, &pb.LeaseGrantRequest{ID: id, TTL: 1}, a, b)
+	compareCall(t, ctx, step, &pb.PutRequest{Key: fmt.Appendf(nil, "exp/%d", step), Value: []byte("x"), Lease: id}, a, b)
+	compareCall(t, ctx, step, &pb.PutRequest{Key: w.key(), Value: w.value(), Lease: id, PrevKv: true}, a, b)
+	w.rev += 3
+	start := time.Now()
+	defer func() { t.Logf("step %d: TTL-1 lease expired on both after %v", step, time.Since(start).Round(time.Millisecond)) }()
+	for _, m := range []*member{a, b} {
+		gone := false
+		for try := 0; try < 300 && !gone; try++ {
+			r, err := m.lease.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: id})
+			if err != nil {
+				t.Fatalf("%s: TimeToLive: %v", m.name, err)
+			}
+			if gone = r.TTL == -1; !gone {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		if !gone {
+			t.Fatalf("%s: lease %d with TTL 1 did not expire", m.name, id)
+		}
+	}
+	compareCall(t, ctx, step, &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}, a, b)
+	compareCall(t, ctx, step, &pb.LeaseTimeToLiveRequest{ID: id, Keys: true}, a, b)
+}
+
+// watchFromPast opens a watch of every key with prev_kv from a random
+// revision between the last compaction and now on both members, collects
+// every response up to a progress request's answer and compares them field
+// by field. It returns the number of events.
+func watchFromPast(t *testing.T, ctx context.Context, w *workload, step int, compactRev int64, a, b *member) int {
+	t.Helper()
+	cur, _ := compareCall(t, ctx, step, &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true}, a, b)
+	rev := cur.(*pb.RangeResponse).Header.Revision
+	start := compactRev + w.r.Int63n(rev-compactRev+1)
+	c := &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: start, PrevKv: true}
+	var got [2][]*pb.WatchResponse
+	for j, m := range []*member{a, b} {
+		ws := openWatch(t, ctx, m)
+		ws.send(t, create(c))
+		got[j] = sortResponses(ws.barrier(t, ctx, 1, 200*time.Millisecond)) // a fresh stream: late answers do not matter
+		_ = ws.st.CloseSend()
+	}
+	if x, y := texts(got[0]), texts(got[1]); x != y {
+		t.Fatalf("step %d: watch from revision %d (compacted at %d, now %d):\n%s: %s\n%s: %s", step, start, compactRev, rev, a.name, x, b.name, y)
+	}
+	n := 0
+	for _, r := range got[0] {
+		n += len(r.Events)
+	}
+	return n
 }
 
 var _ = server.Version

@@ -65,7 +65,12 @@ func isProgressAll(r *pb.WatchResponse) bool {
 // Control responses (created, canceled by the client) travel apart from the
 // watch responses in etcd and may come after the progress response, so it
 // also waits for wantCtrl of them.
-func (ws *watchSession) barrier(t *testing.T, ctx context.Context, wantCtrl int) []*pb.WatchResponse {
+//
+// A progress request dropped while watchers catch up is re-sent after
+// resend; on a stream used for further steps it should be long enough that
+// no request is answered after it (a late answer would end the next
+// barrier early).
+func (ws *watchSession) barrier(t *testing.T, ctx context.Context, wantCtrl int, resend time.Duration) []*pb.WatchResponse {
 	t.Helper()
 	var out []*pb.WatchResponse
 	ctrl, progressed := 0, false
@@ -73,7 +78,7 @@ func (ws *watchSession) barrier(t *testing.T, ctx context.Context, wantCtrl int)
 		if !progressed {
 			ws.send(t, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
 		}
-		wait := time.NewTimer(2 * time.Second)
+		wait := time.NewTimer(resend)
 		for {
 			select {
 			case r := <-ws.resp:
@@ -251,7 +256,7 @@ func TestServerWatchProtocolDifferential(t *testing.T) {
 			if want == 0 {
 				want = len(s.reqs)
 			}
-			got[j] = sortResponses(ws.barrier(t, ctx, want))
+			got[j] = sortResponses(ws.barrier(t, ctx, want, 2*time.Second))
 		}
 		if len(got[0]) != len(got[1]) {
 			t.Fatalf("step %d (%s): %d responses from etcd, %d from etckit:\netcd:   %s\netckit: %s", i, s.what, len(got[0]), len(got[1]), texts(got[0]), texts(got[1]))
@@ -287,7 +292,7 @@ func TestServerWatchProtocolDifferential(t *testing.T) {
 			}
 		}
 		ws.send(t, cancelWatch(60))
-		got[j] = append(got[j], ws.barrier(t, ctx, 1)...)
+		got[j] = append(got[j], ws.barrier(t, ctx, 1, 2*time.Second)...)
 	}
 	if a, b := texts(sortResponses(got[0])), texts(sortResponses(got[1])); a != b {
 		t.Fatalf("compacted watcher:\netcd:   %s\netckit: %s", a, b)
