@@ -432,7 +432,9 @@ func expireLease(t *testing.T, ctx context.Context, w *workload, step int, a, b 
 	compareCall(t, ctx, step, &pb.PutRequest{Key: w.key(), Value: w.value(), Lease: id, PrevKv: true}, a, b)
 	w.rev += 3
 	start := time.Now()
-	defer func() { t.Logf("step %d: TTL-1 lease expired on both after %v", step, time.Since(start).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("step %d: TTL-1 lease expired on both after %v", step, time.Since(start).Round(time.Millisecond))
+	}()
 	for _, m := range []*member{a, b} {
 		gone := false
 		for try := 0; try < 300 && !gone; try++ {
