@@ -38,6 +38,9 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes.
@@ -89,3 +92,24 @@ func Code(err error) int {
 // IsProblems reports whether err only says that problems were found (the
 // output already lists them), so a caller need not print it again.
 func IsProblems(err error) bool { return Code(err) == ExitProblems }
+
+// Group returns a parent command (wal, dump-db, snapshot) that only holds
+// its subcommands: run alone it is a usage error (exit 2) naming them.
+func Group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		names[i] = s.Name()
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return Usage("%s: missing subcommand (%s)", use, strings.Join(names, ", "))
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.AddCommand(subs...)
+	return cmd
+}

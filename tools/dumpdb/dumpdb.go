@@ -76,18 +76,8 @@ func NewCommand() *cobra.Command { return New(Config{}) }
 
 // New returns `dump-db` with the given dependencies.
 func New(cfg Config) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "dump-db",
-		Short: "Inspect an etcd member's bbolt db (read-only): buckets, keys, history, HashKV, stats, diff",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return cli.Usage("dump-db: missing subcommand (buckets, iterate, keys, history, hashkv, hash, stats or diff)")
-		},
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	cmd.AddCommand(newBuckets(), newIterate(), newKeys(), newHistory(), newHashKV(), newHash(), newStats(), newDiff())
-	return cmd
+	return cli.Group("dump-db", "Inspect an etcd member's bbolt db (read-only): buckets, keys, history, HashKV, stats, diff",
+		newBuckets(), newIterate(), newKeys(), newHistory(), newHashKV(), newHash(), newStats(), newDiff())
 }
 
 // common are the flags every subcommand has.

@@ -46,16 +46,6 @@ func New(cfg Config) *cobra.Command {
 	if cfg.FS == nil {
 		cfg.FS = vfs.OS{}
 	}
-	cmd := &cobra.Command{
-		Use:   "snapshot",
-		Short: "Save, inspect and restore etcd db snapshots (etcdctl/etcdutl parity, point-in-time restore)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return cli.Usage("snapshot: missing subcommand (save, status or restore)")
-		},
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	cmd.AddCommand(newSave(cfg), newStatus(cfg), newRestore(cfg))
-	return cmd
+	return cli.Group("snapshot", "Save, inspect and restore etcd db snapshots (etcdctl/etcdutl parity, point-in-time restore)",
+		newSave(cfg), newStatus(cfg), newRestore(cfg))
 }

@@ -26,18 +26,7 @@ func New(cfg Config) *cobra.Command {
 	if cfg.FS == nil {
 		cfg.FS = vfs.OS{}
 	}
-	cmd := &cobra.Command{
-		Use:   "wal",
-		Short: "Check and repair an etcd member's write-ahead log",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return cli.Usage("wal: missing subcommand (verify or repair)")
-		},
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	cmd.AddCommand(newVerify(cfg), newRepair(cfg))
-	return cmd
+	return cli.Group("wal", "Check and repair an etcd member's write-ahead log", newVerify(cfg), newRepair(cfg))
 }
 
 func newVerify(cfg Config) *cobra.Command {
