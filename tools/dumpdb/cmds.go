@@ -79,11 +79,7 @@ func newBuckets() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := c.dbPath(args)
-			if err != nil {
-				return err
-			}
-			db, err := c.open(cmd, path)
+			db, _, err := c.openArgs(cmd, args)
 			if err != nil {
 				return err
 			}

@@ -93,6 +93,16 @@ func (c *common) open(cmd *cobra.Command, path string) (*bolt.DB, error) {
 	return OpenDBWithProgress(path, c.timeout, cmd.ErrOrStderr())
 }
 
+// openArgs resolves the db from the arguments and opens it read-only.
+func (c *common) openArgs(cmd *cobra.Command, args []string) (*bolt.DB, string, error) {
+	path, err := c.dbPath(args)
+	if err != nil {
+		return nil, "", err
+	}
+	db, err := c.open(cmd, path)
+	return db, path, err
+}
+
 func (c *common) add(cmd *cobra.Command) {
 	c.dirs.AddFlags(cmd)
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for bbolt's file lock (0: forever)")

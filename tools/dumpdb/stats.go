@@ -71,11 +71,7 @@ healthy members; use hashkv to compare members.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := c.dbPath(args)
-			if err != nil {
-				return err
-			}
-			db, err := c.open(cmd, path)
+			db, path, err := c.openArgs(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -211,11 +207,7 @@ etcd's fill percent), then the buckets.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := c.dbPath(args)
-			if err != nil {
-				return err
-			}
-			db, err := c.open(cmd, path)
+			db, path, err := c.openArgs(cmd, args)
 			if err != nil {
 				return err
 			}
