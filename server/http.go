@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -135,6 +136,7 @@ type metrics struct {
 	walFsync      *histogram
 	backendCommit *histogram
 	defrag        *histogram
+	leaderChanges atomic.Uint64
 }
 
 func newMetrics() *metrics {
@@ -175,5 +177,6 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", g.name, g.help, g.name, g.name, g.v)
 	}
+	fmt.Fprintf(w, "# HELP etcd_server_leader_changes_seen_total The number of leader changes seen.\n# TYPE etcd_server_leader_changes_seen_total counter\netcd_server_leader_changes_seen_total %d\n", s.metrics.leaderChanges.Load())
 	fmt.Fprintf(w, "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.\n# TYPE etcd_server_version gauge\netcd_server_version{server_version=%q} 1\n", Version)
 }
