@@ -178,14 +178,15 @@ func Open(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// removeTempFiles deletes snap/tmp* as etcd does at boot.
+// removeTempFiles deletes snap/tmp* (unfinished .snap writes) and
+// snap/db.tmp* (a defrag cut short) as etcd does at boot.
 func (e *Engine) removeTempFiles() error {
 	names, err := e.fs.ReadDirNames(e.snapDir)
 	if err != nil {
 		return fmt.Errorf("engine: list %s: %w", e.snapDir, err)
 	}
 	for _, n := range names {
-		if strings.HasPrefix(n, "tmp") {
+		if strings.HasPrefix(n, "tmp") || strings.HasPrefix(n, "db.tmp") {
 			p := filepath.Join(e.snapDir, n)
 			if err := e.fs.Remove(p); err != nil {
 				return fmt.Errorf("engine: remove %s: %w", p, err)

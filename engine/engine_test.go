@@ -389,3 +389,36 @@ func TestMidLogCorruptionRefused(t *testing.T) {
 	}
 	t.Logf("refused: %v", err)
 }
+
+// TestBootRemovesDefragLeftovers: a defrag cut short leaves
+// snap/db.tmp.<random>; the next boot deletes it as etcd's snapshotter
+// does, with snap/tmp*, and keeps the db.
+func TestBootRemovesDefragLeftovers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m1.etckit")
+	opts := Options{Name: "m1", DataDir: dir, InitialCluster: "m1=http://127.0.0.1:2380", NoSync: true}
+	e, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := e.Store().Rev()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snapDir := filepath.Join(dir, "member", "snap")
+	for _, n := range []string{"db.tmp.123456", "tmp0123.snap"} {
+		if err := os.WriteFile(filepath.Join(snapDir, n), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if left, _ := filepath.Glob(filepath.Join(snapDir, "*tmp*")); len(left) != 0 {
+		t.Fatalf("left after boot: %v", left)
+	}
+	if e.Store().Rev() != rev {
+		t.Fatalf("revision %d after reboot, was %d", e.Store().Rev(), rev)
+	}
+}
