@@ -1,0 +1,118 @@
+package interop
+
+import (
+	"context"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/server"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/server/v3/embed"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// launched is a member started for the load benchmarks and the etcdctl
+// session: its client endpoint (host:port on 127.0.0.1) and how to stop it.
+type launched struct {
+	impl     string
+	endpoint string
+	stop     func()
+	dir      string
+}
+
+// launchEtckit starts etckit in-process on dir with the serve command's
+// defaults (fsync on, 100 ms tick, default snapshot count), the client API
+// on 127.0.0.1 at a random port.
+func launchEtckit(tb testing.TB, dir string) *launched {
+	tb.Helper()
+	cfg := server.Config{
+		Engine: engine.Options{Name: testName, DataDir: dir, InitialCluster: testName + "=" + testPeerURL,
+			InitialAdvertisePeerURLs: []string{testPeerURL}},
+		ListenClientURLs: []string{"http://127.0.0.1:0"},
+	}
+	s, err := server.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		s.Stop()
+		tb.Fatal(err)
+	}
+	l := &launched{impl: "etckit", endpoint: s.ClientAddrs()[0], stop: s.Stop, dir: dir}
+	tb.Cleanup(l.stop)
+	waitServing(tb, l)
+	return l
+}
+
+// launchEtcd starts etcd 3.7.3 (embed) on dir with its defaults (fsync on,
+// 100 ms heartbeat, default snapshot count), bound to 127.0.0.1 random ports.
+func launchEtcd(tb testing.TB, dir string) *launched {
+	tb.Helper()
+	cfg := embed.NewConfig()
+	cfg.Name = testName
+	cfg.Dir = dir
+	cfg.LogLevel = "fatal"
+	lc, _ := url.Parse("http://127.0.0.1:0")
+	lp, _ := url.Parse("http://127.0.0.1:0")
+	ap, _ := url.Parse(testPeerURL)
+	cfg.ListenClientUrls = []url.URL{*lc}
+	cfg.AdvertiseClientUrls = []url.URL{*lc}
+	cfg.ListenPeerUrls = []url.URL{*lp}
+	cfg.AdvertisePeerUrls = []url.URL{*ap}
+	cfg.InitialCluster = testName + "=" + testPeerURL
+	cfg.ListenMetricsUrls = nil
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		e.Close()
+		tb.Fatal("etcd did not become ready in 60s")
+	}
+	var once sync.Once
+	l := &launched{impl: "etcd", endpoint: e.Clients[0].Addr().String(), stop: func() { once.Do(e.Close) }, dir: dir}
+	tb.Cleanup(l.stop)
+	waitServing(tb, l)
+	return l
+}
+
+func launch(tb testing.TB, impl, dir string) *launched {
+	if impl == "etcd" {
+		return launchEtcd(tb, dir)
+	}
+	return launchEtckit(tb, dir)
+}
+
+// waitServing waits (bounded) until a linearizable read succeeds.
+func waitServing(tb testing.TB, l *launched) {
+	tb.Helper()
+	conn := dialTB(tb, l.endpoint)
+	defer conn.Close()
+	kv := pb.NewKVClient(conn)
+	var err error
+	for i := 0; i < 300; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("\x00")})
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatalf("%s not ready: %v", l.impl, err)
+}
+
+func dialTB(tb testing.TB, endpoint string) *grpc.ClientConn {
+	tb.Helper()
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return conn
+}
