@@ -12,7 +12,9 @@ import (
 	"github.com/etckit/etckit/server"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -348,4 +350,68 @@ func texts(rs []*pb.WatchResponse) string {
 		fmt.Fprintf(&b, "\n  {%s}", text(r))
 	}
 	return b.String()
+}
+
+// TestServerClientV3WatchProgress: go.etcd.io/etcd/client/v3 against etcd
+// 3.7.3 and etckit: a watch from a past revision with prev_kv and
+// fragment, then Client.RequestProgress, which the client turns into a
+// progress notification on the watch channel (from the server's watch ID
+// -1 response): the same events and the same progress revision.
+func TestServerClientV3WatchProgress(t *testing.T) {
+	_, e := startEtcd(t, dataDir(t, "etcd"))
+	_, k := startEtckit(t, dataDir(t, "etckit"), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type result struct {
+		events   []string
+		progress int64
+	}
+	run := func(m *member) result {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		for i := 0; i < 10; i++ {
+			if _, err := cli.Put(ctx, fmt.Sprintf("w/%d", i%3), fmt.Sprint(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := cli.Delete(ctx, "w/1"); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithCancel(ctx)
+		defer wcancel()
+		wch := cli.Watch(clientv3.WithRequireLeader(wctx), "w/", clientv3.WithPrefix(), clientv3.WithRev(4), clientv3.WithPrevKV(), clientv3.WithFragment())
+		var res result
+		for len(res.events) < 9 {
+			wr, ok := <-wch
+			if !ok || wr.Err() != nil {
+				t.Fatalf("%s: watch: %v", m.name, wr.Err())
+			}
+			for _, ev := range wr.Events {
+				res.events = append(res.events, fmt.Sprintf("%s %s=%s@%d prev=%v", ev.Type, ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, ev.PrevKv))
+			}
+		}
+		// The server answers once the watcher is synced; the client asks
+		// again (bounded) until a notification comes.
+		for try := 0; try < 50 && res.progress == 0; try++ {
+			if err := cli.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil { // the watch stream is keyed by the context metadata
+				t.Fatal(err)
+			}
+			select {
+			case wr := <-wch:
+				if wr.IsProgressNotify() {
+					res.progress = wr.Header.Revision
+				}
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		return res
+	}
+	re, rk := run(e), run(k)
+	if fmt.Sprint(re) != fmt.Sprint(rk) || re.progress != 12 {
+		t.Fatalf("etcd:   %v\netckit: %v", re, rk)
+	}
+	t.Logf("%d events from revision 4 with prev_kv, then a progress notification at revision %d, on both", len(rk.events), rk.progress)
 }
