@@ -15,6 +15,7 @@ go test -count=1 ./...
 
 echo "== interop (differential tests against etcd's own modules)"
 (cd interop && go test -count=1 -timeout 30m ./...)
+(cd interop/etcd36 && go vet ./... && go test -count=1 ./...)
 
 if [ "$fuzztime" != "0" ]; then
   echo "== bounded fuzzing ($fuzztime per target)"
