@@ -38,8 +38,12 @@
 // --max-request-bytes plus 512 KiB, progress requests (one response with
 // watch ID -1 and the current revision once every watcher of the stream is
 // synced), periodic progress_notify (Config.WatchProgressNotifyInterval),
-// and compaction cancels with compact_revision and header revision 0. Errors carry
-// etcd's gRPC codes and messages (rpctypes): request validation, --max-txn-ops,
-// --max-request-bytes, compacted/future revisions, lease not found, NOSPACE at
-// --quota-backend-bytes. HTTP on the same port: /health, /version, /metrics.
+// and compaction cancels with compact_revision and header revision 0.
+//
+// Errors carry etcd's gRPC codes and messages (rpctypes): request
+// validation, --max-txn-ops, --max-request-bytes, compacted/future
+// revisions, lease not found, NOSPACE at --quota-backend-bytes. HTTP on the
+// same port: /health, /version, /metrics (etcd's metric names: WAL fsync
+// and backend commit/defrag duration histograms, every batch commit timed,
+// defrag in flight, leader, proposals, db size, mvcc revisions).
 package server

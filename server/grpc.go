@@ -384,7 +384,9 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 // they are, since the copy holds the same keys and values.
 func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
 	m.s.log.Info("starting defragment")
+	m.s.metrics.defragInflight.Store(1)
 	st, err := m.s.eng.Store().Backend().Defrag()
+	m.s.metrics.defragInflight.Store(0)
 	if err != nil {
 		m.s.log.Warn("failed to defragment", "error", err)
 		return nil, toGRPCError(err)

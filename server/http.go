@@ -137,6 +137,16 @@ type metrics struct {
 	backendCommit *histogram
 	defrag        *histogram
 	leaderChanges atomic.Uint64
+	// proposalsFailed: proposals that timed out, were dropped or found no
+	// leader (etcd counts the same).
+	proposalsFailed atomic.Uint64
+	defragInflight  atomic.Int64
+}
+
+func (s *Server) pendingProposals() int64 {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	return int64(len(s.waits))
 }
 
 func newMetrics() *metrics {
@@ -174,9 +184,14 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		{"etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", size},
 		{"etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", inUse},
 		{"etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", s.cfg.QuotaBackendBytes},
+		{"etcd_disk_defrag_inflight", "Whether or not defrag is active on the member. 1 means active, 0 means not.", s.metrics.defragInflight.Load()},
+		{"etcd_server_proposals_pending", "The current number of pending proposals to commit.", s.pendingProposals()},
+		{"etcd_debugging_mvcc_current_revision", "The current revision of store.", s.eng.Store().Rev()},
+		{"etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", max(s.eng.Store().CompactRev(), 0)},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", g.name, g.help, g.name, g.name, g.v)
 	}
+	fmt.Fprintf(w, "# HELP etcd_server_proposals_failed_total The total number of failed proposals seen.\n# TYPE etcd_server_proposals_failed_total counter\netcd_server_proposals_failed_total %d\n", s.metrics.proposalsFailed.Load())
 	fmt.Fprintf(w, "# HELP etcd_server_leader_changes_seen_total The number of leader changes seen.\n# TYPE etcd_server_leader_changes_seen_total counter\netcd_server_leader_changes_seen_total %d\n", s.metrics.leaderChanges.Load())
 	fmt.Fprintf(w, "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.\n# TYPE etcd_server_version gauge\netcd_server_version{server_version=%q} 1\n", Version)
 }

@@ -468,6 +468,7 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 	}
 	if err := s.node.Propose(cctx, data); err != nil {
 		unregister()
+		s.metrics.proposalsFailed.Add(1)
 		return nil, s.contextErr(ctx, cctx, err)
 	}
 	select {
@@ -475,6 +476,7 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 		return res.Resp, res.Err
 	case <-cctx.Done():
 		unregister()
+		s.metrics.proposalsFailed.Add(1)
 		return nil, s.contextErr(ctx, cctx, cctx.Err())
 	case <-s.stopc:
 		unregister()

@@ -237,6 +237,10 @@ func TestMetricsEveryCommit(t *testing.T) {
 		"etcd_mvcc_db_total_size_in_bytes ",
 		"etcd_mvcc_db_total_size_in_use_in_bytes ",
 		"etcd_server_quota_backend_bytes 2147483648",
+		"etcd_server_proposals_failed_total 0",
+		"etcd_disk_defrag_inflight 0",
+		"etcd_debugging_mvcc_current_revision 6",
+		"etcd_debugging_mvcc_compact_revision 0",
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)
