@@ -150,7 +150,8 @@ func cancelWatch(id int64) *pb.WatchRequest {
 // chosen and allocated watch IDs, duplicate IDs, watches from past
 // revisions with prev_kv and filters, watches from a compacted revision
 // (created, then canceled with compact_revision), empty ranges, negative
-// start revisions, cancel of live, compacted and unknown watchers,
+// start revisions, a future start revision, cancel of live, compacted and
+// unknown watchers,
 // progress requests (watch ID -1 with the current revision, withheld while
 // a compacted watcher stays in the stream), live events, fragmented
 // responses above --max-request-bytes; then a periodic progress_notify
@@ -219,6 +220,7 @@ func TestServerWatchProtocolDifferential(t *testing.T) {
 		reqs []*pb.WatchRequest
 		live []proto.Message // writes after the requests
 		ctrl int             // control responses the requests get
+		mk   func() []*pb.WatchRequest
 	}
 	big := func(key string, n int) *pb.RequestOp {
 		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(key), Value: bytes.Repeat([]byte{byte('a' + n)}, 480*1024)}}}
@@ -243,7 +245,23 @@ func TestServerWatchProtocolDifferential(t *testing.T) {
 			create(&pb.WatchCreateRequest{WatchId: 51, Key: []byte("big/"), RangeEnd: []byte("big0"), PrevKv: true})},
 			live: []proto.Message{bigTxn(0), bigTxn(1)}},
 	}
+	curRev := func() int64 {
+		r, err := e.kv.Range(ctx, &pb.RangeRequest{Key: []byte("x"), CountOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Header.Revision
+	}
+	fput := func(k string) proto.Message { return &pb.PutRequest{Key: []byte(k), Value: []byte("f")} }
+	steps = append(steps, step{what: "future start revision: created now, events and progress once it is reached",
+		mk: func() []*pb.WatchRequest {
+			return []*pb.WatchRequest{create(&pb.WatchCreateRequest{WatchId: 70, Key: []byte("fut/"), RangeEnd: []byte("fut0"), StartRevision: curRev() + 2})}
+		},
+		live: []proto.Message{fput("fut/a"), fput("fut/b"), fput("fut/c")}})
 	for i, s := range steps {
+		if s.mk != nil {
+			s.reqs = s.mk()
+		}
 		var got [2][]*pb.WatchResponse
 		for j, ws := range sessions {
 			for _, r := range s.reqs {
