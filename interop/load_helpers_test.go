@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -56,7 +57,9 @@ func launchEtcd(tb testing.TB, dir string) *launched {
 	cfg.Name = testName
 	cfg.Dir = dir
 	cfg.LogLevel = "fatal"
-	lc, _ := url.Parse("http://127.0.0.1:0")
+	// The client port is chosen here so that etcd advertises the URL it
+	// serves on (member list), as etckit does.
+	lc, _ := url.Parse("http://" + freeAddr(tb))
 	lp, _ := url.Parse("http://127.0.0.1:0")
 	ap, _ := url.Parse(testPeerURL)
 	cfg.ListenClientUrls = []url.URL{*lc}
@@ -80,6 +83,17 @@ func launchEtcd(tb testing.TB, dir string) *launched {
 	tb.Cleanup(l.stop)
 	waitServing(tb, l)
 	return l
+}
+
+// freeAddr is a free 127.0.0.1 port.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func launch(tb testing.TB, impl, dir string) *launched {
