@@ -33,6 +33,14 @@ type Plan struct {
 func PlanRepair(fsys vfs.FS, r *Report, allowCRCTail bool) Plan {
 	d := r.Damage
 	if d == nil {
+		// No damaged frame, but a problem repair cannot fix (a segment
+		// that starts with zeros, a missing segment, conflicting
+		// metadata): refuse, so that "repair && start etcd" stops here.
+		for _, f := range r.Findings {
+			if f.Problem() {
+				return Plan{Action: "refuse", Reason: fmt.Sprintf("no damaged tail to truncate, but the log has %d problems repair does not fix, the first: %s", r.Problems(), f)}
+			}
+		}
 		return Plan{Action: "none", Reason: "the log has no damaged record"}
 	}
 	p := Plan{Segment: d.Path, TruncateAt: d.Offset, Backup: d.Path + ".broken"}

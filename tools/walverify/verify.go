@@ -404,9 +404,10 @@ func (v *verifier) scan() error {
 			r.Damage = &Damage{Segment: pos.Segment, Path: c.Path, Offset: c.Offset, Kind: c.Kind, Reason: c.Reason,
 				LastSegment: pos.Segment == r.Segments[len(r.Segments)-1], LastGoodIndex: last}
 		}
-		if after, err := probeAfter(v.fsys, c.Path, c.Offset); err == nil && after > 0 {
+		if after, commit, err := probeAfterCommit(v.fsys, c.Path, c.Offset); err == nil && after > 0 {
 			if r.Damage.Offset == c.Offset {
 				r.Damage.ValidAfter += after
+				r.Damage.CommitAfter = max(r.Damage.CommitAfter, commit)
 			}
 			v.add(SevWarning, classOf(c.Kind), "data-after-damage", c.Path, c.Offset,
 				"%d valid-looking records follow the damaged record: %s", after, map[bool]string{
@@ -438,30 +439,38 @@ func (v *verifier) scan() error {
 // a known type. A frame whose length does not fit in the file ends the
 // probe (nothing can follow a frame that runs past the end).
 func probeAfter(fsys vfs.FS, path string, off int64) (int, error) {
+	n, _, err := probeAfterCommit(fsys, path, off)
+	return n, err
+}
+
+// probeAfterCommit is probeAfter also returning the highest commit of the
+// HardStates among the frames found (unverified, like the records a scan
+// reads past a CRC failure), so that a torn-looking frame followed by
+// committed entries is reported as a loss of committed entries.
+func probeAfterCommit(fsys vfs.FS, path string, off int64) (n int, commit uint64, err error) {
 	f, err := fsys.Open(path)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	size := fi.Size()
 	const maxProbe = 64 << 20
-	n := 0
 	first := true
 	var hdr [8]byte
 	for off+8 <= size {
 		if _, err := f.ReadAt(hdr[:], off); err != nil {
-			return n, nil
+			return n, commit, nil
 		}
 		w := leUint64(hdr[:])
 		if w == 0 {
 			// Zeros; look a little further for a frame written past a
 			// torn sector: skip to the next 8-byte word.
 			if first {
-				return n, nil
+				return n, commit, nil
 			}
 			off += 8
 			continue
@@ -473,7 +482,7 @@ func probeAfter(fsys vfs.FS, path string, off int64) (int, error) {
 		}
 		if ln > size-off-8-pad || ln > maxProbe {
 			if first {
-				return n, nil
+				return n, commit, nil
 			}
 			off += 8
 			continue
@@ -481,10 +490,13 @@ func probeAfter(fsys vfs.FS, path string, off int64) (int, error) {
 		if !first {
 			buf := make([]byte, ln)
 			if _, err := f.ReadAt(buf, off+8); err != nil && !errors.Is(err, io.EOF) {
-				return n, nil
+				return n, commit, nil
 			}
 			if looksLikeRecord(buf) {
 				n++
+				if c, ok := stateCommit(buf); ok {
+					commit = max(commit, c)
+				}
 			} else {
 				off += 8
 				continue
@@ -493,7 +505,7 @@ func probeAfter(fsys vfs.FS, path string, off int64) (int, error) {
 		first = false
 		off += 8 + ln + pad
 	}
-	return n, nil
+	return n, commit, nil
 }
 
 func leUint64(b []byte) uint64 {
@@ -502,6 +514,39 @@ func leUint64(b []byte) uint64 {
 }
 
 // looksLikeRecord reports whether b parses as walpb.Record{type 1..5, crc}.
+// stateCommit returns the commit of an encoded walpb.Record holding a
+// HardState.
+func stateCommit(b []byte) (uint64, bool) {
+	var typ uint64
+	var data []byte
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, wt, b)
+		if n < 0 {
+			return 0, false
+		}
+		switch {
+		case num == 1 && wt == protowire.VarintType:
+			typ, _ = protowire.ConsumeVarint(b)
+		case num == 3 && wt == protowire.BytesType:
+			data, _ = protowire.ConsumeBytes(b)
+		}
+		b = b[n:]
+	}
+	if wal.RecordType(typ) != wal.StateType || data == nil {
+		return 0, false
+	}
+	st, err := wal.UnmarshalHardState(data)
+	if err != nil {
+		return 0, false
+	}
+	return st.GetCommit(), true
+}
+
 func looksLikeRecord(b []byte) bool {
 	var typ uint64
 	hasType, hasCRC := false, false
