@@ -206,37 +206,3 @@ func syncDir(dir string) {
 	_ = d.Sync()
 	_ = d.Close()
 }
-
-// RequestProgressAll is etcd's watchStream.RequestProgressAll, for a gRPC
-// WatchProgressRequest. (It lives in this file only because the server's
-// owner may add mvcc code here alone; it changes nothing else in the
-// watch machinery.) If every watcher of the stream is synced and the
-// current revision has reached the start revision its client asked for
-// (startRev, by watcher ID; 0 for "now"), one progress response with the
-// current revision is queued, in order with the events, on the watcher
-// with the lowest ID, which is returned; the caller presents it on behalf
-// of all watchers (etcd: watch ID -1). Otherwise nothing is sent.
-func (ws *WatchStream) RequestProgressAll(startRev map[int64]int64) (via int64, sent bool) {
-	ws.mu.Lock()
-	ws2 := make([]*watcher, 0, len(ws.watchers))
-	for _, w := range ws.watchers {
-		ws2 = append(ws2, w)
-	}
-	ws.mu.Unlock()
-	if len(ws2) == 0 {
-		return -1, false
-	}
-	s, h := ws.s, ws.s.hub
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	via = ws2[0].id
-	for _, w := range ws2 {
-		if !w.synced || s.currentRev < startRev[w.id] {
-			return -1, false
-		}
-		via = min(via, w.id)
-	}
-	return via, ws.send(watchResp{id: via, rev: s.currentRev, progress: true})
-}
