@@ -63,6 +63,11 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	var pagesErr *dumpdb.PagesError
 	switch {
 	case err == nil:
+		if probs, err := dumpdb.MetaProblems(r.DBPath, db.Info().PageSize); err == nil {
+			for _, p := range probs {
+				d.add(SevError, "bbolt-meta", r.DBPath, p.Offset, "page %d: %s", p.Page, p.Detail)
+			}
+		}
 		d.checkDB(db)
 		db.Close()
 		d.cross()
@@ -175,7 +180,7 @@ func (d *doc) checkSnap() {
 }
 
 // pageRe finds the page a bbolt check error is about.
-var pageRe = regexp.MustCompile(`page (\d+)`)
+var pageRe = regexp.MustCompile(`(?i)page (?:expected to be: )?(\d+)`)
 
 func (d *doc) checkDB(db *bolt.DB) {
 	r := d.r

@@ -18,6 +18,10 @@
 //     wild page ids, cycles, elements past their page, keys out of order,
 //     each with its byte offset; a db with such pages is not read further,
 //     since bbolt panics or recurses without end on them;
+//   - bbolt-meta: a meta page bbolt rejects (magic, version, checksum),
+//     at its offset; bbolt then reads the tree of the other one, which is
+//     the state before the last commit when the damaged page was newer
+//     (both rejected: bbolt-pages, the db is not read);
 //   - bbolt: bbolt's own consistency check (Tx.Check), each error with the
 //     page's byte offset;
 //   - revisions: every key of the key bucket is a well-formed revision,

@@ -332,6 +332,9 @@ func newKeys() *cobra.Command {
 				return exitFor(err)
 			}
 			defer s.Close()
+			if err := c.checkMeta(cmd, path, 0); err != nil {
+				return err
+			}
 			w := cmd.OutOrStdout()
 			var rows [][]string
 			n := 0

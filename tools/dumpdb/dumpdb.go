@@ -65,6 +65,7 @@ import (
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/spf13/cobra"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Config holds the commands' dependencies (none yet: bbolt always goes
@@ -82,15 +83,45 @@ func New(cfg Config) *cobra.Command {
 
 // common are the flags every subcommand has.
 type common struct {
-	dirs    cli.Dirs
-	timeout time.Duration
-	format  cli.FormatFlag
+	dirs        cli.Dirs
+	timeout     time.Duration
+	format      cli.FormatFlag
+	damagedMeta int // meta pages bbolt rejected, in the dbs opened
 }
 
 // open opens the db read-only with the command's --timeout and a progress
-// bar on its stderr.
+// bar on its stderr. A rejected meta page (bbolt reads the other one, as
+// etcd would) is printed on stderr and makes the command exit 1 after its
+// output.
 func (c *common) open(cmd *cobra.Command, path string) (*bolt.DB, error) {
-	return OpenDBWithProgress(path, c.timeout, cmd.ErrOrStderr())
+	db, err := OpenDBWithProgress(path, c.timeout, cmd.ErrOrStderr())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkMeta(cmd, path, db.Info().PageSize); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// checkMeta prints the meta pages bbolt rejects in the db at path and
+// makes the command exit 1 after its output when there are any.
+func (c *common) checkMeta(cmd *cobra.Command, path string, pageSize int) error {
+	probs, err := MetaProblems(path, pageSize)
+	if err != nil {
+		return err
+	}
+	for _, p := range probs {
+		c.damagedMeta++
+		fmt.Fprintf(cmd.ErrOrStderr(), "etckit: %s: %s\n", path, p)
+	}
+	if c.damagedMeta > 0 {
+		cmd.PostRunE = func(*cobra.Command, []string) error {
+			return cli.Problems(c.damagedMeta, "damaged bbolt meta pages")
+		}
+	}
+	return nil
 }
 
 // openArgs resolves the db from the arguments and opens it read-only.
@@ -166,6 +197,13 @@ func OpenDBWithProgress(path string, timeout time.Duration, errw io.Writer) (*bo
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, lockedError(path, timeout)
+		}
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+			// No valid meta page: damage (exit 1) named by offset, not
+			// an I/O error.
+			if probs, perr := MetaProblems(path, 0); perr == nil && len(probs) > 0 {
+				return nil, pagesError(path, probs)
+			}
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -3,6 +3,7 @@ package dumpdb
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"strings"
 
@@ -240,4 +241,55 @@ func (e *PagesError) Error() string {
 
 func pagesError(path string, probs []PageProblem) error {
 	return &cli.ExitError{Code: cli.ExitProblems, Err: &PagesError{Path: path, Problems: probs}}
+}
+
+// MetaProblems lists the meta pages (0 and 1) that bbolt rejects (bad
+// magic, version or checksum). bbolt opens a file with one valid meta page
+// and reads the tree that page names; when the rejected page was the newer
+// one, that is the state before the last commit. pageSize is the db's page
+// size; 0 reads it from meta page 0 (the system's page size, bbolt's
+// default, when that page is damaged).
+func MetaProblems(path string, pageSize int) ([]PageProblem, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if pageSize <= 0 {
+		pageSize = os.Getpagesize()
+		var b [pageHeaderSize + 12]byte
+		if _, err := f.ReadAt(b[:], 0); err == nil && binary.LittleEndian.Uint32(b[pageHeaderSize:]) == 0xED0CDAED {
+			if ps := int(binary.LittleEndian.Uint32(b[pageHeaderSize+8:])); ps >= 512 && ps&(ps-1) == 0 {
+				pageSize = ps
+			}
+		}
+	}
+	var probs []PageProblem
+	for i := 0; i < 2; i++ {
+		off := int64(i * pageSize)
+		b := make([]byte, pageHeaderSize+64)
+		if _, err := f.ReadAt(b, off); err != nil {
+			probs = append(probs, PageProblem{Page: uint64(i), Offset: off, Detail: fmt.Sprintf("meta page cannot be read: %v", err)})
+			continue
+		}
+		m := b[pageHeaderSize:]
+		h := fnv.New64a()
+		h.Write(m[:56])
+		var detail string
+		switch {
+		case binary.LittleEndian.Uint32(m[0:]) != 0xED0CDAED:
+			detail = fmt.Sprintf("meta page has magic %#x, not 0xed0cdaed", binary.LittleEndian.Uint32(m[0:]))
+		case binary.LittleEndian.Uint32(m[4:]) != 2:
+			detail = fmt.Sprintf("meta page has version %d, not 2", binary.LittleEndian.Uint32(m[4:]))
+		case h.Sum64() != binary.LittleEndian.Uint64(m[56:]):
+			detail = "meta page fails its checksum"
+		default:
+			continue
+		}
+		probs = append(probs, PageProblem{Page: uint64(i), Offset: off, Detail: detail})
+	}
+	if len(probs) == 1 {
+		probs[0].Detail += " (bbolt ignores it and reads the other meta page)"
+	}
+	return probs, nil
 }
