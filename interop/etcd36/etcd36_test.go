@@ -174,17 +174,22 @@ func walFor(b *testing.B, full int) (dir string, bytes int64) {
 	return dir, bytes
 }
 
-// BenchmarkDumpLogs runs each tool as a process over one and two full
+// BenchmarkDumpLogs runs each tool as a process over one, two and four full
 // 64,000,000-byte segments of 1 KiB puts, output to /dev/null, and
 // reports the largest peak RSS of the runs.
 func BenchmarkDumpLogs(b *testing.B) {
-	for _, full := range []int{1, 2} {
+	for _, full := range []int{1, 2, 4} {
 		for _, impl := range []struct {
 			name string
 			args func(dir string) (string, []string)
 		}{
 			{"etcd", func(dir string) (string, []string) { return bin.etcd, []string{dir} }},
 			{"etckit", func(dir string) (string, []string) { return bin.etckit, []string{"dump-logs", dir} }},
+			// etcd-dump-logs prints every value whole; etckit cuts values
+			// at 256 bytes by default. --max-value 0 prints the same bytes.
+			{"etckit-full-values", func(dir string) (string, []string) {
+				return bin.etckit, []string{"dump-logs", "--max-value", "0", dir}
+			}},
 		} {
 			b.Run(fmt.Sprintf("segments=%d/impl=%s", full, impl.name), func(b *testing.B) {
 				dir, n := walFor(b, full)
@@ -199,7 +204,7 @@ func BenchmarkDumpLogs(b *testing.B) {
 // verify command; etcd-dump-logs (which reads and CRC-checks every record
 // the same way) is the baseline.
 func BenchmarkWALVerify(b *testing.B) {
-	for _, full := range []int{1, 2} {
+	for _, full := range []int{1, 2, 4} {
 		for _, impl := range []struct {
 			name string
 			args func(dir string) (string, []string)
