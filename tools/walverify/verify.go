@@ -513,7 +513,6 @@ func leUint64(b []byte) uint64 {
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
-// looksLikeRecord reports whether b parses as walpb.Record{type 1..5, crc}.
 // stateCommit returns the commit of an encoded walpb.Record holding a
 // HardState.
 func stateCommit(b []byte) (uint64, bool) {
@@ -547,6 +546,7 @@ func stateCommit(b []byte) (uint64, bool) {
 	return st.GetCommit(), true
 }
 
+// looksLikeRecord reports whether b parses as walpb.Record{type 1..5, crc}.
 func looksLikeRecord(b []byte) bool {
 	var typ uint64
 	hasType, hasCRC := false, false
