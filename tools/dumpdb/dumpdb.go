@@ -45,7 +45,11 @@
 // (CheckPages); a wild page id, a cycle or an element past its page would
 // make bbolt panic or recurse until it runs out of memory, so such a db is
 // refused with each damaged page and its offset (exit 1); `etckit doctor`
-// lists them all.
+// lists them all. A meta page bbolt rejects is named on stderr with its
+// offset and the command exits 1 after its output (bbolt reads the other
+// meta page, as etcd would; that is the state before the last commit when
+// the damaged page was the newer one); with both rejected the db is
+// refused (exit 1).
 // Usage errors, I/O errors and a lock that is not released in time exit 2.
 package dumpdb
 
