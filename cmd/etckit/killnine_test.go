@@ -174,8 +174,9 @@ type killable struct {
 
 // startKillable runs `etckit serve` on dataDir (127.0.0.1, random ports),
 // its output in a file, and waits for /health with bounded time: 1 s per
-// request, 60 s in all. A member that does not come back is sent SIGQUIT
-// so that its goroutines are in the failure message.
+// request, 30 s in all (a normal start takes well under a second). A
+// member that does not come back is sent SIGQUIT so that its goroutines
+// are in the failure message.
 func startKillable(t *testing.T, dataDir string, cycle int, extra ...string) *killable {
 	t.Helper()
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
@@ -206,7 +207,7 @@ func startKillable(t *testing.T, dataDir string, cycle int, extra ...string) *ki
 	})
 	client := &http.Client{Timeout: time.Second}
 	var last string
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		resp, err := client.Get(url + "/health")
 		if err != nil {
 			last = err.Error()
@@ -229,7 +230,7 @@ func startKillable(t *testing.T, dataDir string, cycle int, extra ...string) *ki
 		cmd.Process.Kill()
 		<-done
 	}
-	t.Fatalf("restart %d: etckit serve not healthy after 60 s (last: %s); log (with goroutines, SIGQUIT):\n%s", cycle, last, tail(logPath, 60000))
+	t.Fatalf("restart %d: etckit serve not healthy after 30 s (last: %s); log (with goroutines, SIGQUIT):\n%s", cycle, last, tail(logPath, 60000))
 	return nil
 }
 
