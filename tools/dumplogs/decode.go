@@ -51,7 +51,13 @@ func entryType(e *raftpb.Entry) raftpb.EntryType { return e.GetType() }
 // decodeEntry decodes e; it never fails: undecodable data gives Op "???"
 // with Err set.
 func decodeEntry(e *raftpb.Entry, maxValue int) *decoded {
-	d := &decoded{Fields: newFields(maxValue)}
+	return decodeEntryMode(e, maxValue, bothFields)
+}
+
+// decodeEntryMode is decodeEntry building only the renderings mode asks
+// for (EtcdText needs textFields).
+func decodeEntryMode(e *raftpb.Entry, maxValue int, mode fieldMode) *decoded {
+	d := &decoded{Fields: newFields(maxValue, mode)}
 	switch entryType(e) {
 	case raftpb.EntryConfChange:
 		d.Class, d.Category, d.Op = "conf", catConfChange, "conf_change"
@@ -82,7 +88,7 @@ func decodeEntry(e *raftpb.Entry, maxValue int) *decoded {
 		f.enum("transition", cc.GetTransition().String())
 		var chs []*fields
 		for _, c := range cc.GetChanges() {
-			g := newFields(maxValue)
+			g := f.child(maxValue)
 			g.enum("method", c.GetType().String())
 			g.hexID("node_id", c.GetNodeId())
 			chs = append(chs, g)
@@ -130,9 +136,11 @@ func decodeEntry(e *raftpb.Entry, maxValue int) *decoded {
 		}
 		d.Category, d.irr = catIRR, &irr
 		renderIRR(d, &irr)
-		d.EtcdText = d.Op
-		if t := d.Fields.String(); t != "" {
-			d.EtcdText += " " + t
+		if d.Fields.wantText() {
+			d.EtcdText = d.Op
+			if len(d.Fields.text) > 0 {
+				d.EtcdText += " " + string(d.Fields.text)
+			}
 		}
 		return d
 	}
@@ -159,7 +167,7 @@ func addContext(f *fields, ctx []byte) {
 		f.value("context", ctx)
 		return
 	}
-	g := newFields(0)
+	g := f.child(0)
 	g.hexID("id", m.ID)
 	if m.Name != "" {
 		g.str("name", m.Name)
@@ -249,7 +257,7 @@ func renderIRR(d *decoded, r *pb.InternalRaftRequest) {
 		op("lease_checkpoint")
 		var cs []*fields
 		for _, c := range r.LeaseCheckpoint.Checkpoints {
-			g := newFields(mv)
+			g := f.child(mv)
 			g.hexID("id", uint64(c.ID))
 			g.num("remaining_ttl", c.Remaining_TTL)
 			cs = append(cs, g)
@@ -432,7 +440,7 @@ func renderDelete(f *fields, r *pb.DeleteRangeRequest) {
 func renderTxn(f *fields, t *pb.TxnRequest, writes []write) []write {
 	var cmps []*fields
 	for _, c := range t.Compare {
-		g := newFields(f.maxValue)
+		g := f.child(f.maxValue)
 		g.enum("target", c.Target.String())
 		g.key("key", c.Key)
 		if len(c.RangeEnd) > 0 {
@@ -457,29 +465,29 @@ func renderTxn(f *fields, t *pb.TxnRequest, writes []write) []write {
 	ops := func(name string, rs []*pb.RequestOp) {
 		var gs []*fields
 		for _, r := range rs {
-			g := newFields(f.maxValue)
+			g := f.child(f.maxValue)
 			switch u := r.Request.(type) {
 			case *pb.RequestOp_RequestPut:
-				g.text = append(g.text, "put")
+				g.word("put")
 				renderPut(g, u.RequestPut)
-				g.obj.Set("op", "put")
+				g.setOp("put")
 				writes = append(writes, write{u.RequestPut.Key, len(u.RequestPut.Key) + len(u.RequestPut.Value)})
 			case *pb.RequestOp_RequestRange:
-				g.text = append(g.text, "range")
+				g.word("range")
 				renderRange(g, u.RequestRange)
-				g.obj.Set("op", "range")
+				g.setOp("range")
 			case *pb.RequestOp_RequestDeleteRange:
-				g.text = append(g.text, "delete_range")
+				g.word("delete_range")
 				renderDelete(g, u.RequestDeleteRange)
-				g.obj.Set("op", "delete_range")
+				g.setOp("delete_range")
 				writes = append(writes, write{u.RequestDeleteRange.Key, len(u.RequestDeleteRange.Key)})
 			case *pb.RequestOp_RequestTxn:
-				g.text = append(g.text, "txn")
+				g.word("txn")
 				writes = renderTxn(g, u.RequestTxn, writes)
-				g.obj.Set("op", "txn")
+				g.setOp("txn")
 			default:
-				g.text = append(g.text, "empty")
-				g.obj.Set("op", "empty")
+				g.word("empty")
+				g.setOp("empty")
 			}
 			gs = append(gs, g)
 		}

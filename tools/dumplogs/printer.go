@@ -18,6 +18,7 @@ type printer struct {
 	dec     *decoderProc
 	count   int
 	rows    [][]string // table format
+	line    []byte     // simple format: the line being written
 	sum     *summary   // --summary
 }
 
@@ -169,7 +170,7 @@ func (p *printer) entry(e *raftpb.Entry) error {
 	if p.format() == cli.JSON {
 		mv = 0 // JSON carries full values
 	}
-	d := decodeEntry(e, mv)
+	d := decodeEntryMode(e, mv, p.mode())
 	if !passes(p.filters, d) {
 		return nil
 	}
@@ -208,12 +209,47 @@ func (p *printer) entry(e *raftpb.Entry) error {
 		p.rows = append(p.rows, row)
 		return nil
 	}
-	fmt.Fprintf(w, "%4d\t%10d\t%s\t%s", e.GetTerm(), e.GetIndex(), d.Class, d.EtcdText)
+	// fmt's "%4d\t%10d\t%s\t%s", without fmt.
+	b := p.line[:0]
+	b = appendPadded(b, e.GetTerm(), 4)
+	b = append(b, '\t')
+	b = appendPadded(b, e.GetIndex(), 10)
+	b = append(b, '\t')
+	b = append(b, d.Class...)
+	b = append(b, '\t')
+	b = append(b, d.EtcdText...)
 	if p.dec != nil || status != "" {
-		fmt.Fprintf(w, "\t%s\t%s", status, decodedData)
+		b = append(b, '\t')
+		b = append(b, status...)
+		b = append(b, '\t')
+		b = append(b, decodedData...)
 	}
-	_, err := w.WriteString("\n")
+	b = append(b, '\n')
+	p.line = b
+	_, err := w.Write(b)
 	return err
+}
+
+// appendPadded appends v in decimal, right-aligned in width columns with
+// spaces, as fmt's %<width>d.
+func appendPadded(b []byte, v uint64, width int) []byte {
+	var num [20]byte
+	n := strconv.AppendUint(num[:0], v, 10)
+	for i := len(n); i < width; i++ {
+		b = append(b, ' ')
+	}
+	return append(b, n...)
+}
+
+// mode is the fields rendering the output needs.
+func (p *printer) mode() fieldMode {
+	switch {
+	case p.sum != nil:
+		return 0 // the summary needs only the op and the written keys
+	case p.format() == cli.JSON:
+		return jsonFields
+	}
+	return textFields
 }
 
 func (p *printer) footer() error {
