@@ -373,6 +373,7 @@ func (s *runState) firstPass(b base) (*index, error) {
 	defer sc.Close()
 	ord := -1
 	lost := false // the last entry record could not be decoded
+	var re rawEntry
 	for sc.Next() {
 		pos, rec := sc.Position(), sc.Record()
 		s.tick(pos)
@@ -407,13 +408,12 @@ func (s *runState) firstPass(b base) (*index, error) {
 			}
 		case wal.EntryType:
 			ord++
-			e, err := wal.UnmarshalEntry(rec.Data)
-			if err != nil {
+			if err := decodeRawEntry(rec.Data, &re); err != nil {
 				s.reportAt("undecodable record", pos, "entry: "+err.Error())
 				lost = true
 				continue
 			}
-			i := e.GetIndex()
+			i := re.index // 0 when absent, as raftpb.Entry.GetIndex
 			if i <= b.index || ix.gap {
 				lost = false
 				continue
@@ -487,24 +487,26 @@ func (s *runState) dump(filters []filter) error {
 	}
 	defer sc.Close()
 	ord := -1
+	var re rawEntry
+	var e raftpb.Entry
 	for sc.Next() {
 		if sc.Record().Type != wal.EntryType {
 			continue
 		}
 		ord++
 		s.tick(sc.Position())
-		e, err := wal.UnmarshalEntry(sc.Record().Data)
-		if err != nil {
+		if err := decodeRawEntry(sc.Record().Data, &re); err != nil {
 			continue // reported by the first pass
 		}
-		i := e.GetIndex()
+		i := re.index
 		if i <= b.index {
 			continue
 		}
 		if p := int(i - b.index - 1); p >= len(ix.winners) || ix.winners[p] != ord || !s.o.inRange(i) {
 			continue
 		}
-		if err := pr.entry(e); err != nil {
+		// e.Data aliases the record: pr.entry keeps none of it.
+		if err := pr.entry(re.entry(&e)); err != nil {
 			return err
 		}
 	}

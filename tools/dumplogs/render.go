@@ -227,7 +227,7 @@ const k8sMagic = "k8s\x00"
 // (runtime.Unknown{typeMeta{apiVersion, kind}, raw, ...} after "k8s\0"),
 // or returns "" for anything else. It never fails: odd bytes give "".
 func describeK8s(b []byte) string {
-	if !strings.HasPrefix(string(b), k8sMagic) {
+	if len(b) < len(k8sMagic) || string(b[:len(k8sMagic)]) != k8sMagic {
 		return ""
 	}
 	b = b[len(k8sMagic):]
