@@ -57,7 +57,14 @@ func decodeEntry(e *raftpb.Entry, maxValue int) *decoded {
 // decodeEntryMode is decodeEntry building only the renderings mode asks
 // for (EtcdText needs textFields).
 func decodeEntryMode(e *raftpb.Entry, maxValue int, mode fieldMode) *decoded {
+	return decodeEntryInto(e, maxValue, mode, nil)
+}
+
+// decodeEntryInto is decodeEntryMode rendering the text into text[:0]
+// (a buffer reused from entry to entry; d.Fields.text may alias it).
+func decodeEntryInto(e *raftpb.Entry, maxValue int, mode fieldMode, text []byte) *decoded {
 	d := &decoded{Fields: newFields(maxValue, mode)}
+	d.Fields.text = text[:0]
 	switch entryType(e) {
 	case raftpb.EntryConfChange:
 		d.Class, d.Category, d.Op = "conf", catConfChange, "conf_change"

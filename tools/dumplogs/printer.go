@@ -19,6 +19,7 @@ type printer struct {
 	count   int
 	rows    [][]string // table format
 	line    []byte     // simple format: the line being written
+	text    []byte     // the entries' fields text, reused
 	sum     *summary   // --summary
 }
 
@@ -170,7 +171,10 @@ func (p *printer) entry(e *raftpb.Entry) error {
 	if p.format() == cli.JSON {
 		mv = 0 // JSON carries full values
 	}
-	d := decodeEntryMode(e, mv, p.mode())
+	d := decodeEntryInto(e, mv, p.mode(), p.text)
+	// Only copies of d.Fields.text outlive this call (EtcdText, table
+	// rows): its buffer is reused for the next entry.
+	p.text = d.Fields.text
 	if !passes(p.filters, d) {
 		return nil
 	}
