@@ -57,6 +57,7 @@ func (e *Engine) Apply(ents []*raftpb.Entry, applyConf ConfChanger, done func(Re
 				return fmt.Errorf("engine: entry %d: decode ConfChangeV2: %w", idx, uerr)
 			}
 			cs := applyConf(&cc)
+			e.setConfState(cs)
 			err = e.withIndex(idx, term, func() error { return e.saveConfState(cs) })
 		}
 		if err != nil {
@@ -375,6 +376,7 @@ func (e *Engine) applyConfChange(idx, term uint64, cc *raftpb.ConfChange, applyC
 	}
 	e.mu.Unlock()
 	cs := applyConf(cc)
+	e.setConfState(cs)
 	return e.withIndex(idx, term, func() error {
 		if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
 			if put != nil {
@@ -400,14 +402,25 @@ type confStateJSON struct {
 	AutoLeave      bool     `json:"auto_leave"`
 }
 
-// saveConfState records the configuration in memory and as meta/confState.
-func (e *Engine) saveConfState(cs *raftpb.ConfState) error {
+// setConfState records the configuration raft reports after a conf
+// change. It runs for every conf change, also one that a restarted member
+// replays below its consistent index (the db has it already, raft's
+// in-memory configuration does not): the next snapshot's ConfState comes
+// from here, and an empty one would leave the member without voters.
+func (e *Engine) setConfState(cs *raftpb.ConfState) {
 	if cs == nil {
-		return nil
+		return
 	}
 	e.mu.Lock()
 	e.confState = proto.Clone(cs).(*raftpb.ConfState)
 	e.mu.Unlock()
+}
+
+// saveConfState writes the configuration as meta/confState.
+func (e *Engine) saveConfState(cs *raftpb.ConfState) error {
+	if cs == nil {
+		return nil
+	}
 	b, _ := json.Marshal(confStateJSON{Voters: cs.GetVoters(), Learners: cs.GetLearners(),
 		VotersOutgoing: cs.GetVotersOutgoing(), LearnersNext: cs.GetLearnersNext(), AutoLeave: cs.GetAutoLeave()})
 	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {

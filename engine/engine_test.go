@@ -422,3 +422,36 @@ func TestBootRemovesDefragLeftovers(t *testing.T) {
 		t.Fatalf("revision %d after reboot, was %d", e.Store().Rev(), rev)
 	}
 }
+
+// TestSnapshotAfterReplayKeepsVoters: a member that restarts replays its
+// conf changes below the consistent index (the db has them). The
+// configuration must still come back, or the next snapshot records no
+// voters and the member never elects a leader again (found by the kill -9
+// test in cmd/etckit).
+func TestSnapshotAfterReplayKeepsVoters(t *testing.T) {
+	root := fixture.Extract(t, "etcd-3.6.16/small.tar.gz")
+	dir := filepath.Join(root, "small")
+	e, err := Open(Options{Name: "default", DataDir: dir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cc := &confChanger{}
+	if err := e.Apply(committed(t, e), cc.apply, func(Result) {}); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.ConfState().GetVoters(); len(v) != 1 || v[0] != 0x2e1259d415f2a040 {
+		t.Fatalf("after replay the configuration has voters %x", v)
+	}
+	if err := e.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := wal.ValidSnapshotEntries(filepath.Join(dir, "member", "wal"), wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := snaps[len(snaps)-1]
+	if last.Index != 113 || len(last.ConfState.GetVoters()) != 1 {
+		t.Fatalf("snapshot record %d has voters %v", last.Index, last.ConfState.GetVoters())
+	}
+}
