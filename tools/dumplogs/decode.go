@@ -32,6 +32,9 @@ type decoded struct {
 	// EtcdText is the data column in the etcd layout: etcd's own text for
 	// conf changes and v2 requests, etckit's field rendering otherwise.
 	EtcdText string
+	// etcdFromFields: EtcdText was left empty (mode lazyEtcdText); it is
+	// Op, then a space and Fields.text if that is not empty.
+	etcdFromFields bool
 	// irr is the parsed InternalRaftRequest (category catIRR), for filters.
 	irr *pb.InternalRaftRequest
 	// writes are the keys the entry writes (put, delete_range, and txn
@@ -143,7 +146,9 @@ func decodeEntryInto(e *raftpb.Entry, maxValue int, mode fieldMode, text []byte)
 		}
 		d.Category, d.irr = catIRR, &irr
 		renderIRR(d, &irr)
-		if d.Fields.wantText() {
+		if d.Fields.mode&lazyEtcdText != 0 {
+			d.etcdFromFields = true
+		} else if d.Fields.wantText() {
 			d.EtcdText = d.Op
 			if len(d.Fields.text) > 0 {
 				d.EtcdText += " " + string(d.Fields.text)

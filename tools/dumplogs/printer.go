@@ -221,7 +221,15 @@ func (p *printer) entry(e *raftpb.Entry) error {
 	b = append(b, '\t')
 	b = append(b, d.Class...)
 	b = append(b, '\t')
-	b = append(b, d.EtcdText...)
+	if d.etcdFromFields {
+		b = append(b, d.Op...)
+		if len(d.Fields.text) > 0 {
+			b = append(b, ' ')
+			b = append(b, d.Fields.text...)
+		}
+	} else {
+		b = append(b, d.EtcdText...)
+	}
 	if p.dec != nil || status != "" {
 		b = append(b, '\t')
 		b = append(b, status...)
@@ -252,8 +260,10 @@ func (p *printer) mode() fieldMode {
 		return 0 // the summary needs only the op and the written keys
 	case p.format() == cli.JSON:
 		return jsonFields
+	case p.format() == cli.Table:
+		return textFields
 	}
-	return textFields
+	return textFields | lazyEtcdText
 }
 
 func (p *printer) footer() error {

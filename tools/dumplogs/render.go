@@ -19,6 +19,10 @@ const (
 	textFields fieldMode = 1 << iota
 	jsonFields
 	bothFields = textFields | jsonFields
+	// lazyEtcdText (with textFields) leaves an InternalRaftRequest's
+	// EtcdText to the printer, which writes it from Op and the fields
+	// text without building the string.
+	lazyEtcdText fieldMode = 1 << 2
 )
 
 // fields collects the fields of a decoded request once and renders them
