@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -210,8 +211,17 @@ func (s *ctlSession) normalize(text string) string {
 	for _, v := range ctlVolatile {
 		text = v.re.ReplaceAllString(text, v.repl)
 	}
+	// etcd lists a lease's attached keys in Go map order (lease.Keys walks
+	// a map), so the order differs from run to run; compare them sorted.
+	text = attachedKeys.ReplaceAllStringFunc(text, func(m string) string {
+		keys := strings.Fields(attachedKeys.FindStringSubmatch(m)[1])
+		sort.Strings(keys)
+		return "attached keys([" + strings.Join(keys, " ") + "])"
+	})
 	return text
 }
+
+var attachedKeys = regexp.MustCompile(`attached keys\(\[([^\]]*)\]\)`)
 
 // etcdctlScript is the session: every command the issue names, run the
 // same way against both members.

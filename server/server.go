@@ -677,20 +677,7 @@ func (s *Server) Serve() error {
 	s.grpc = newGRPCServer(s)
 	mux := http.NewServeMux()
 	s.registerHTTP(mux)
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	s.httpSrv = &http.Server{
-		Protocols: &protos,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-				s.grpc.ServeHTTP(w, r)
-				return
-			}
-			mux.ServeHTTP(w, r)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	close(s.boundc)
 	// As etcd, accept client requests only once the member has published
 	// itself (before that, MemberList would show it without client URLs).
@@ -702,7 +689,10 @@ func (s *Server) Serve() error {
 			return
 		}
 		for _, l := range s.listeners {
-			go func(l net.Listener) { _ = s.httpSrv.Serve(l) }(l)
+			sl := newSplitListener(l)
+			go sl.run()
+			go func() { _ = s.grpc.Serve(sl.grpc) }()
+			go func() { _ = s.httpSrv.Serve(sl.http) }()
 			s.log.Info("serving client traffic", "address", l.Addr().String())
 		}
 	}()
