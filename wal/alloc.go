@@ -19,7 +19,7 @@ const (
 	ownDataBytes = 16 << 10 // data this large gets its own allocation
 )
 
-func (a *entryAlloc) entry(f *entryFields) *raftpb.Entry {
+func (a *entryAlloc) entry(f *EntryFields) *raftpb.Entry {
 	if len(a.ents) == 0 {
 		a.ents = make([]raftpb.Entry, slabEntries)
 		a.u64s = make([]uint64, 2*slabEntries)
@@ -27,23 +27,23 @@ func (a *entryAlloc) entry(f *entryFields) *raftpb.Entry {
 	}
 	e := &a.ents[0]
 	a.ents = a.ents[1:]
-	if f.hasType {
-		a.types[0] = raftpb.EntryType(f.typ)
+	if f.HasType {
+		a.types[0] = raftpb.EntryType(f.Type)
 		e.Type = &a.types[0]
 		a.types = a.types[1:]
 	}
-	if f.hasTerm {
-		a.u64s[0] = f.term
+	if f.HasTerm {
+		a.u64s[0] = f.Term
 		e.Term = &a.u64s[0]
 		a.u64s = a.u64s[1:]
 	}
-	if f.hasI {
-		a.u64s[0] = f.index
+	if f.HasIndex {
+		a.u64s[0] = f.Index
 		e.Index = &a.u64s[0]
 		a.u64s = a.u64s[1:]
 	}
-	if f.data != nil {
-		e.Data = a.copyData(f.data)
+	if f.Data != nil {
+		e.Data = a.copyData(f.Data)
 	}
 	return e
 }

@@ -194,18 +194,23 @@ func entrySize(e *raftpb.Entry) int {
 	return n
 }
 
-// entryFields is a decoded raftpb.Entry before it is given pointer fields.
-type entryFields struct {
-	typ, term, index       uint64
-	hasType, hasTerm, hasI bool
-	data                   []byte // aliases the input; nil when absent
+// EntryFields is a decoded raftpb.Entry before it is given pointer fields:
+// what DecodeEntryFields reads, without allocating. Data aliases the input
+// (nil when the field is absent); the Has flags tell which scalar fields
+// were present, as the pointer fields of raftpb.Entry do.
+type EntryFields struct {
+	Type, Term, Index          uint64
+	HasType, HasTerm, HasIndex bool
+	Data                       []byte
 }
 
 // EntryType values the closed proto2 enum accepts; others are unknown fields.
 func validEntryType(v uint64) bool { return v <= uint64(raftpb.EntryConfChangeV2) }
 
-func decodeEntryFields(b []byte, e *entryFields) error {
-	*e = entryFields{}
+// DecodeEntryFields decodes a raftpb.Entry into e without allocating; it
+// accepts and rejects exactly what UnmarshalEntry does.
+func DecodeEntryFields(b []byte, e *EntryFields) error {
+	*e = EntryFields{}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -221,12 +226,12 @@ func decodeEntryFields(b []byte, e *entryFields) error {
 			switch num {
 			case 1:
 				if validEntryType(v) {
-					e.typ, e.hasType = v, true
+					e.Type, e.HasType = v, true
 				}
 			case 2:
-				e.term, e.hasTerm = v, true
+				e.Term, e.HasTerm = v, true
 			case 3:
-				e.index, e.hasI = v, true
+				e.Index, e.HasIndex = v, true
 			}
 			continue
 		}
@@ -235,9 +240,9 @@ func decodeEntryFields(b []byte, e *entryFields) error {
 			if n < 0 {
 				return fmt.Errorf("raftpb.Entry.Data: %w", protowire.ParseError(n))
 			}
-			e.data = v[:len(v):len(v)]
-			if e.data == nil {
-				e.data = []byte{}
+			e.Data = v[:len(v):len(v)]
+			if e.Data == nil {
+				e.Data = []byte{}
 			}
 			b = b[n:]
 			continue
@@ -253,23 +258,23 @@ func decodeEntryFields(b []byte, e *entryFields) error {
 
 // UnmarshalEntry decodes a raftpb.Entry; the result does not alias b.
 func UnmarshalEntry(b []byte) (*raftpb.Entry, error) {
-	var f entryFields
-	if err := decodeEntryFields(b, &f); err != nil {
+	var f EntryFields
+	if err := DecodeEntryFields(b, &f); err != nil {
 		return nil, err
 	}
 	e := &raftpb.Entry{}
-	if f.hasType {
-		t := raftpb.EntryType(f.typ)
+	if f.HasType {
+		t := raftpb.EntryType(f.Type)
 		e.Type = &t
 	}
-	if f.hasTerm {
-		e.Term = &f.term
+	if f.HasTerm {
+		e.Term = &f.Term
 	}
-	if f.hasI {
-		e.Index = &f.index
+	if f.HasIndex {
+		e.Index = &f.Index
 	}
-	if f.data != nil {
-		e.Data = append([]byte{}, f.data...)
+	if f.Data != nil {
+		e.Data = append([]byte{}, f.Data...)
 	}
 	return e, nil
 }

@@ -254,7 +254,7 @@ func (w *WAL) ReadAll() (metadata []byte, state *raftpb.HardState, ents []*raftp
 		rec   Record
 		match bool
 		alloc entryAlloc
-		f     entryFields
+		f     EntryFields
 		pos   Position
 	)
 	where := func(p Position) string { return filepath.Join(w.dir, p.Segment) }
@@ -265,18 +265,18 @@ func (w *WAL) ReadAll() (metadata []byte, state *raftpb.HardState, ents []*raftp
 		}
 		switch rec.Type {
 		case EntryType:
-			if err = decodeEntryFields(rec.Data, &f); err != nil {
+			if err = DecodeEntryFields(rec.Data, &f); err != nil {
 				return nil, state, ents, corrupt.New(where(pos), pos.Offset, corrupt.MidLog, "undecodable entry", err)
 			}
-			if f.index > w.start.Index {
-				off := f.index - w.start.Index - 1
+			if f.Index > w.start.Index {
+				off := f.Index - w.start.Index - 1
 				if off > uint64(len(ents)) {
 					return nil, state, ents, fmt.Errorf("%w: snapshot[Index: %d, Term: %d], current entry[Index: %d, Term: %d], len(ents): %d (%s)",
-						ErrSliceOutOfRange, w.start.Index, w.start.Term, f.index, f.term, len(ents), pos)
+						ErrSliceOutOfRange, w.start.Index, w.start.Term, f.Index, f.Term, len(ents), pos)
 				}
 				ents = append(ents[:off], alloc.entry(&f))
 			}
-			w.enti = f.index
+			w.enti = f.Index
 		case StateType:
 			s, derr := decodeStateRecord(w.dir, pos, rec.Data)
 			if derr != nil {

@@ -373,7 +373,7 @@ func (s *runState) firstPass(b base) (*index, error) {
 	defer sc.Close()
 	ord := -1
 	lost := false // the last entry record could not be decoded
-	var re rawEntry
+	var re wal.EntryFields
 	for sc.Next() {
 		pos, rec := sc.Position(), sc.Record()
 		s.tick(pos)
@@ -408,12 +408,12 @@ func (s *runState) firstPass(b base) (*index, error) {
 			}
 		case wal.EntryType:
 			ord++
-			if err := decodeRawEntry(rec.Data, &re); err != nil {
+			if err := wal.DecodeEntryFields(rec.Data, &re); err != nil {
 				s.reportAt("undecodable record", pos, "entry: "+err.Error())
 				lost = true
 				continue
 			}
-			i := re.index // 0 when absent, as raftpb.Entry.GetIndex
+			i := re.Index // 0 when absent, as raftpb.Entry.GetIndex
 			if i <= b.index || ix.gap {
 				lost = false
 				continue
@@ -487,7 +487,7 @@ func (s *runState) dump(filters []filter) error {
 	}
 	defer sc.Close()
 	ord := -1
-	var re rawEntry
+	var re wal.EntryFields
 	var e raftpb.Entry
 	for sc.Next() {
 		if sc.Record().Type != wal.EntryType {
@@ -495,10 +495,10 @@ func (s *runState) dump(filters []filter) error {
 		}
 		ord++
 		s.tick(sc.Position())
-		if err := decodeRawEntry(sc.Record().Data, &re); err != nil {
+		if err := wal.DecodeEntryFields(sc.Record().Data, &re); err != nil {
 			continue // reported by the first pass
 		}
-		i := re.index
+		i := re.Index
 		if i <= b.index {
 			continue
 		}
@@ -506,7 +506,7 @@ func (s *runState) dump(filters []filter) error {
 			continue
 		}
 		// e.Data aliases the record: pr.entry keeps none of it.
-		if err := pr.entry(re.entry(&e)); err != nil {
+		if err := pr.entry(entryOf(&re, &e)); err != nil {
 			return err
 		}
 	}

@@ -14,8 +14,8 @@ import (
 func checkRawEntry(t *testing.T, b []byte) {
 	t.Helper()
 	want, werr := wal.UnmarshalEntry(b)
-	var r rawEntry
-	gerr := decodeRawEntry(b, &r)
+	var r wal.EntryFields
+	gerr := wal.DecodeEntryFields(b, &r)
 	if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
 		t.Fatalf("%x: error %v, want %v", b, gerr, werr)
 	}
@@ -23,7 +23,7 @@ func checkRawEntry(t *testing.T, b []byte) {
 		return
 	}
 	var e raftpb.Entry
-	got := r.entry(&e)
+	got := entryOf(&r, &e)
 	same := func(a, b *uint64) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 	if (got.Type == nil) != (want.Type == nil) || (got.Type != nil && *got.Type != *want.Type) ||
 		!same(got.Term, want.Term) || !same(got.Index, want.Index) ||
