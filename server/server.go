@@ -149,6 +149,8 @@ type Server struct {
 	grpc      *grpc.Server
 	httpSrv   *http.Server
 
+	applyc chan applyJob // committed entries, from the raft loop to applyLoop
+
 	boundc chan struct{} // closed once the client listeners are bound
 	readyc chan struct{} // closed once this member's attributes are published
 
@@ -205,6 +207,7 @@ func New(cfg Config) (*Server, error) {
 		readState:      make(chan raft.ReadState, 1),
 		metrics:        newMetrics(),
 		commitInterval: commitInterval,
+		applyc:         make(chan applyJob),
 		boundc:         make(chan struct{}),
 		readyc:         make(chan struct{}),
 		stopc:          make(chan struct{}),
@@ -227,7 +230,8 @@ func New(cfg Config) (*Server, error) {
 	// The engine wrote the bootstrap entries into the WAL already, so a
 	// new member restarts from its log like an existing one.
 	s.node = raft.RestartNode(rc)
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go s.applyLoop()
 	go s.run()
 	go s.readLoop()
 	go s.leaderLoop()
@@ -306,6 +310,7 @@ func (s *Server) fail(err error) {
 // sending), send, apply, snapshot, advance.
 func (s *Server) run() {
 	defer s.wg.Done()
+	defer close(s.applyc)
 	ticker := time.NewTicker(s.cfg.TickInterval)
 	defer ticker.Stop()
 	// Fast-forward the election clock as etcd does at start, so a member
@@ -368,18 +373,68 @@ func (s *Server) handleReady(rd raft.Ready) error {
 		s.send(rd.Messages)
 	}
 	if len(rd.CommittedEntries) > 0 {
-		if err := s.eng.Apply(rd.CommittedEntries, s.node.ApplyConfChange, s.trigger); err != nil {
-			return err
+		// Apply on the apply goroutine, so that applying this batch
+		// overlaps persisting the next one (as etcd does). A batch with a
+		// conf change is waited for before raft goes on, so raft's
+		// configuration and the member list never run ahead of each other.
+		job := applyJob{ents: rd.CommittedEntries}
+		if hasConfChange(rd.CommittedEntries) {
+			job.done = make(chan struct{})
 		}
-		idx, _ := s.eng.Applied()
-		s.notifyApplied(idx)
-		if s.eng.SnapshotDue() {
-			if err := s.eng.Snapshot(); err != nil {
-				return err
+		select {
+		case s.applyc <- job:
+		case <-s.stopc:
+			return nil
+		}
+		if job.done != nil {
+			select {
+			case <-job.done:
+			case <-s.stopc:
 			}
 		}
 	}
 	return nil
+}
+
+// applyJob is one Ready's committed entries for the apply goroutine.
+type applyJob struct {
+	ents []*raftpb.Entry
+	done chan struct{} // closed once applied, when the raft loop waits
+}
+
+func hasConfChange(ents []*raftpb.Entry) bool {
+	for _, e := range ents {
+		if t := e.GetType(); t == raftpb.EntryConfChange || t == raftpb.EntryConfChangeV2 {
+			return true
+		}
+	}
+	return false
+}
+
+// applyLoop applies committed entries in order, wakes the requests waiting
+// for them, and takes a snapshot when one is due. It ends when the raft
+// loop closes applyc.
+func (s *Server) applyLoop() {
+	defer s.wg.Done()
+	for job := range s.applyc {
+		err := s.eng.Apply(job.ents, s.node.ApplyConfChange, s.trigger)
+		if err == nil {
+			idx, _ := s.eng.Applied()
+			s.notifyApplied(idx)
+			if s.eng.SnapshotDue() {
+				err = s.eng.Snapshot()
+			}
+		}
+		if job.done != nil {
+			close(job.done)
+		}
+		if err != nil {
+			s.fail(err)
+			for range s.applyc { // drain until the raft loop stops
+			}
+			return
+		}
+	}
 }
 
 func (s *Server) send(msgs []*raftpb.Message) {
