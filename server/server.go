@@ -117,10 +117,21 @@ func (c *Config) setDefaults() {
 // Server is one etcd member: the raft node loop over an engine.Engine and
 // the v3 API on the client listeners.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	eng  *engine.Engine
-	node raft.Node
+	cfg Config
+	log *slog.Logger
+	eng *engine.Engine
+
+	// rn is the raft state machine. Only the raft loop (run) touches it;
+	// other goroutines hand it work through the inbox and wake it.
+	rn *raft.RawNode
+
+	inMu       sync.Mutex
+	inProps    []proposal // proposals not yet stepped into raft
+	inReads    [][]byte   // ReadIndex request contexts
+	spareProps []proposal // the loop's drained buffers, reused
+	spareReads [][]byte
+	wakec      chan struct{}  // the inbox has work (capacity 1)
+	confc      chan confApply // conf changes from the apply goroutine
 
 	reqID *idGenerator
 
@@ -160,6 +171,19 @@ type Server struct {
 	errMu    sync.Mutex
 	err      error // first fatal error of the raft loop
 	donec    chan struct{}
+}
+
+// proposal is a marshaled InternalRaftRequest on its way into raft; id is
+// its header ID, under which its proposer waits in Server.waits.
+type proposal struct {
+	id   uint64
+	data []byte
+}
+
+// confApply asks the raft loop to apply a committed conf change to raft.
+type confApply struct {
+	cc raftpb.ConfChangeI
+	cs chan *raftpb.ConfState
 }
 
 type appliedWaiter struct {
@@ -208,6 +232,8 @@ func New(cfg Config) (*Server, error) {
 		metrics:        newMetrics(),
 		commitInterval: commitInterval,
 		applyc:         make(chan applyJob),
+		wakec:          make(chan struct{}, 1),
+		confc:          make(chan confApply),
 		boundc:         make(chan struct{}),
 		readyc:         make(chan struct{}),
 		stopc:          make(chan struct{}),
@@ -229,7 +255,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	// The engine wrote the bootstrap entries into the WAL already, so a
 	// new member restarts from its log like an existing one.
-	s.node = raft.RestartNode(rc)
+	if s.rn, err = raft.NewRawNode(rc); err != nil {
+		_ = eng.Close()
+		return nil, fmt.Errorf("server: start raft: %w", err)
+	}
 	s.wg.Add(4)
 	go s.applyLoop()
 	go s.run()
@@ -306,8 +335,16 @@ func (s *Server) fail(err error) {
 	go s.Stop()
 }
 
-// run is the raft node loop: tick; for each Ready persist (leader: after
-// sending), send, apply, snapshot, advance.
+// run is the raft loop, the only goroutine that touches the RawNode: tick;
+// step the proposals and read requests waiting in the inbox; for each Ready
+// hand committed entries to the apply goroutine, persist (leader: after
+// sending), send, advance.
+//
+// Driving a RawNode directly, rather than raft.Node's goroutine and
+// channels, saves the hand-offs of every proposal (etcd's Propose waits for
+// raft's goroutine to step it) and of every Ready and Advance: after an
+// fdatasync the loop steps everything proposed meanwhile, in one MsgProp,
+// and writes the next batch at once.
 func (s *Server) run() {
 	defer s.wg.Done()
 	defer close(s.applyc)
@@ -317,22 +354,99 @@ func (s *Server) run() {
 	// that finds no leader campaigns after one tick rather than a full
 	// election timeout.
 	for i := 0; i < s.cfg.ElectionTicks-1; i++ {
-		s.node.Tick()
+		s.rn.Tick()
 	}
+	var held []proposal // proposals waiting for a leader
 	for {
 		select {
 		case <-ticker.C:
-			s.node.Tick()
-		case rd := <-s.node.Ready():
+			s.rn.Tick()
+		case <-s.wakec:
+		case c := <-s.confc:
+			c.cs <- s.rn.ApplyConfChange(c.cc)
+		case <-s.stopc:
+			return
+		}
+		for {
+			held = s.stepInbox(held)
+			if !s.rn.HasReady() {
+				break
+			}
+			rd := s.rn.Ready()
 			if err := s.handleReady(rd); err != nil {
 				s.fail(err)
 				return
 			}
-			s.node.Advance()
-		case <-s.stopc:
-			return
+			s.rn.Advance(rd)
+			// Under a steady load there is always a next Ready; keep
+			// raft's clock going and notice Stop between them.
+			select {
+			case <-ticker.C:
+				s.rn.Tick()
+			case <-s.stopc:
+				return
+			default:
+			}
 		}
 	}
+}
+
+// wake tells the raft loop that the inbox has work.
+func (s *Server) wake() {
+	select {
+	case s.wakec <- struct{}{}:
+	default:
+	}
+}
+
+// stepInbox steps the waiting read requests and proposals into raft. All
+// proposals go in one MsgProp, so they become one append. As raft.Node,
+// proposals wait while no leader is known (their proposers' deadlines bound
+// the wait); held are those, returned with the new ones while there is
+// still no leader. A proposal whose proposer gave up is not proposed.
+func (s *Server) stepInbox(held []proposal) []proposal {
+	s.inMu.Lock()
+	props, reads := s.inProps, s.inReads
+	s.inProps, s.inReads = s.spareProps, s.spareReads
+	s.inMu.Unlock()
+	for _, rctx := range reads {
+		s.rn.ReadIndex(rctx)
+	}
+	clear(reads)
+	s.spareReads = reads[:0]
+	if len(props) == 0 && len(held) == 0 {
+		s.spareProps = props[:0]
+		return held
+	}
+	all := append(held, props...)
+	clear(props)
+	s.spareProps = props[:0]
+	live := all[:0]
+	s.waitMu.Lock()
+	for _, p := range all {
+		if _, ok := s.waits[p.id]; ok {
+			live = append(live, p)
+		}
+	}
+	s.waitMu.Unlock()
+	clear(all[len(live):])
+	if len(live) == 0 || s.lead.Load() == raft.None {
+		return live
+	}
+	ents := make([]*raftpb.Entry, len(live))
+	for i, p := range live {
+		ents[i] = &raftpb.Entry{Data: p.data}
+	}
+	m := &raftpb.Message{Type: raftpb.MsgProp.Enum(), From: proto.Uint64(s.ID()), Entries: ents}
+	if err := s.rn.Step(m); err != nil {
+		// Dropped (a leader transfer, the uncommitted-size limit): all of
+		// the message's entries were refused.
+		for _, p := range live {
+			s.trigger(engine.Result{ID: p.id, Err: err})
+		}
+	}
+	clear(live)
+	return live[:0]
 }
 
 func (s *Server) handleReady(rd raft.Ready) error {
@@ -342,7 +456,7 @@ func (s *Server) handleReady(rd raft.Ready) error {
 			if rd.SoftState.Lead != raft.None {
 				s.metrics.leaderChanges.Add(1)
 			}
-			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.node.Status().Term)
+			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.rn.BasicStatus().Term)
 			if rd.SoftState.Lead == s.ID() {
 				s.eng.Store().Lessor().Promote(time.Duration(s.cfg.ElectionTicks) * s.cfg.TickInterval)
 			}
@@ -356,6 +470,24 @@ func (s *Server) handleReady(rd raft.Ready) error {
 		case s.readState <- rs:
 		default:
 			// a reader gave up; the next ReadIndex will deliver a new state
+		}
+	}
+	// Committed entries are durable in a quorum of logs already (this
+	// member's included: raft commits only what it has persisted), so, as
+	// etcd's raftNode does, they go to the apply goroutine before this
+	// Ready's entries are written: applying batch N overlaps the fsync of
+	// batch N+1 instead of waiting for it. A Ready that carries a snapshot
+	// is persisted first, so entries are never applied on top of a
+	// snapshot that is not on disk.
+	hasSnap := rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot)
+	var job *applyJob
+	if len(rd.CommittedEntries) > 0 {
+		job = &applyJob{ents: rd.CommittedEntries}
+		if hasConfChange(rd.CommittedEntries) {
+			job.done = make(chan struct{})
+		}
+		if !hasSnap && !s.startApply(job) {
+			return nil
 		}
 	}
 	isLeader := s.lead.Load() == s.ID()
@@ -372,28 +504,57 @@ func (s *Server) handleReady(rd raft.Ready) error {
 	if !isLeader {
 		s.send(rd.Messages)
 	}
-	if len(rd.CommittedEntries) > 0 {
-		// Apply on the apply goroutine, so that applying this batch
-		// overlaps persisting the next one (as etcd does). A batch with a
-		// conf change is waited for before raft goes on, so raft's
-		// configuration and the member list never run ahead of each other.
-		job := applyJob{ents: rd.CommittedEntries}
-		if hasConfChange(rd.CommittedEntries) {
-			job.done = make(chan struct{})
-		}
-		select {
-		case s.applyc <- job:
-		case <-s.stopc:
+	if job != nil {
+		if hasSnap && !s.startApply(job) {
 			return nil
 		}
-		if job.done != nil {
+		// A batch with a conf change is waited for before raft goes on,
+		// so raft's configuration and the member list never run ahead of
+		// each other (etcd waits the same way).
+		for job.done != nil {
 			select {
 			case <-job.done:
+				job.done = nil
+			case c := <-s.confc:
+				c.cs <- s.rn.ApplyConfChange(c.cc)
 			case <-s.stopc:
+				return nil
 			}
 		}
 	}
 	return nil
+}
+
+// startApply hands job to the apply goroutine; false if the server stops.
+func (s *Server) startApply(job *applyJob) bool {
+	for {
+		select {
+		case s.applyc <- *job:
+			return true
+		case c := <-s.confc:
+			c.cs <- s.rn.ApplyConfChange(c.cc)
+		case <-s.stopc:
+			return false
+		}
+	}
+}
+
+// applyConfChange applies a committed conf change to raft, on the raft
+// loop (the apply goroutine's engine.ConfChanger). The loop serves it while
+// it waits for the batch that holds the conf change.
+func (s *Server) applyConfChange(cc raftpb.ConfChangeI) *raftpb.ConfState {
+	c := confApply{cc: cc, cs: make(chan *raftpb.ConfState, 1)}
+	select {
+	case s.confc <- c:
+	case <-s.stopc:
+		return nil
+	}
+	select {
+	case cs := <-c.cs:
+		return cs
+	case <-s.stopc:
+		return nil
+	}
 }
 
 // applyJob is one Ready's committed entries for the apply goroutine.
@@ -417,7 +578,7 @@ func hasConfChange(ents []*raftpb.Entry) bool {
 func (s *Server) applyLoop() {
 	defer s.wg.Done()
 	for job := range s.applyc {
-		err := s.eng.Apply(job.ents, s.node.ApplyConfChange, s.trigger)
+		err := s.eng.Apply(job.ents, s.applyConfChange, s.trigger)
 		if err == nil {
 			idx, _ := s.eng.Applied()
 			s.notifyApplied(idx)
@@ -521,13 +682,15 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 		delete(s.waits, id)
 		s.waitMu.Unlock()
 	}
-	if err := s.node.Propose(cctx, data); err != nil {
-		unregister()
-		s.metrics.proposalsFailed.Add(1)
-		return nil, s.contextErr(ctx, cctx, err)
-	}
+	s.inMu.Lock()
+	s.inProps = append(s.inProps, proposal{id: id, data: data})
+	s.inMu.Unlock()
+	s.wake()
 	select {
 	case res := <-ch:
+		if errors.Is(res.Err, raft.ErrProposalDropped) {
+			s.metrics.proposalsFailed.Add(1)
+		}
 		return res.Resp, res.Err
 	case <-cctx.Done():
 		unregister()
@@ -611,9 +774,7 @@ func (s *Server) readIndexRound() error {
 	defer cancel()
 	id := s.reqID.next()
 	rctx := binary.BigEndian.AppendUint64(nil, id)
-	if err := s.node.ReadIndex(ctx, rctx); err != nil {
-		return s.contextErr(context.Background(), ctx, err)
-	}
+	s.readIndex(rctx)
 	retry := time.NewTicker(500 * time.Millisecond)
 	defer retry.Stop()
 	for {
@@ -626,15 +787,22 @@ func (s *Server) readIndexRound() error {
 		case <-retry.C:
 			// A ReadIndex is dropped while the leader has not committed in
 			// its term; ask again.
-			if err := s.node.ReadIndex(ctx, rctx); err != nil {
-				return s.contextErr(context.Background(), ctx, err)
-			}
+			s.readIndex(rctx)
 		case <-ctx.Done():
 			return s.contextErr(context.Background(), ctx, ctx.Err())
 		case <-s.stopc:
 			return rpctypes.ErrGRPCStopped
 		}
 	}
+}
+
+// readIndex asks raft, through the loop, for a ReadIndex with rctx; the
+// answer comes as a ReadState of a Ready.
+func (s *Server) readIndex(rctx []byte) {
+	s.inMu.Lock()
+	s.inReads = append(s.inReads, rctx)
+	s.inMu.Unlock()
+	s.wake()
 }
 
 // leaderLoop publishes this member's attributes once a leader is known,
@@ -784,7 +952,6 @@ func (s *Server) Stop() {
 		}
 		s.closeListeners() // those not yet handed to the HTTP server
 		close(s.stopc)
-		s.node.Stop()
 		s.wg.Wait()
 		if err := s.eng.Close(); err != nil {
 			s.errMu.Lock()
