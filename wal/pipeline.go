@@ -16,6 +16,7 @@ type pipeline struct {
 	fs    vfs.FS
 	dir   string
 	size  int64
+	zero  bool // zero the head of each segment (see zero.go)
 	count int
 
 	filec chan tmpSegment
@@ -24,8 +25,9 @@ type pipeline struct {
 }
 
 type tmpSegment struct {
-	path string
-	f    vfs.File
+	path   string
+	f      vfs.File
+	zeroed int64 // bytes from 0 written with zeros and synced
 }
 
 func newPipeline(w *WAL) *pipeline {
@@ -33,6 +35,7 @@ func newPipeline(w *WAL) *pipeline {
 		fs:    w.fs,
 		dir:   w.dir,
 		size:  w.opts.SegmentSize,
+		zero:  !w.opts.NoZeroAhead && !w.opts.NoSync,
 		filec: make(chan tmpSegment),
 		errc:  make(chan error, 1),
 		donec: make(chan struct{}),
@@ -81,7 +84,17 @@ func (p *pipeline) alloc() (tmpSegment, error) {
 		return fail(fmt.Errorf("wal: preallocate %s: %w", path, err))
 	}
 	p.count++
-	return tmpSegment{path: path, f: f}, nil
+	seg := tmpSegment{path: path, f: f}
+	if zw, ok := f.(vfs.ZeroWriter); ok && p.zero {
+		// The writer's zeroer starts after this head, so the first Saves
+		// of the new segment find written blocks too. A failure here only
+		// costs that optimisation.
+		n := min(int64(zeroLookahead), p.size)
+		if zw.WriteZeros(0, n) == nil && f.Datasync() == nil {
+			seg.zeroed = n
+		}
+	}
+	return seg, nil
 }
 
 func (p *pipeline) run() {

@@ -50,6 +50,9 @@ type Options struct {
 	// NoSync skips fdatasync (unsafe; for tests and benchmarks, like
 	// etcd's --unsafe-no-fsync).
 	NoSync bool
+	// NoZeroAhead turns off writing zeros into the tail segment ahead of
+	// the records (see zero.go); for measuring what it saves.
+	NoZeroAhead bool
 }
 
 func (o Options) withDefaults() Options {
@@ -91,7 +94,8 @@ type WAL struct {
 	write   bool
 	segs    []*segment // locked segments, oldest first; the last is the tail
 	enc     *encoder
-	tailOff int64 // file offset of the tail at which the encoder started
+	tw      *tailWriter // the tail segment, under enc
+	tailOff int64       // file offset of the tail at which the encoder started
 	fp      *pipeline
 	closed  bool
 }
@@ -126,6 +130,9 @@ func Create(dir string, metadata []byte, opts Options) (*WAL, error) {
 	w := &WAL{opts: opts, fs: fsys, dir: dir, metadata: metadata, write: true}
 	w.segs = []*segment{{name: name, f: f}}
 	fail := func(err error) (*WAL, error) {
+		if w.tw != nil {
+			w.tw.stop()
+		}
 		f.Close()
 		fsys.RemoveAll(tmp)
 		return nil, err
@@ -136,7 +143,8 @@ func Create(dir string, metadata []byte, opts Options) (*WAL, error) {
 	if err := f.Preallocate(opts.SegmentSize); err != nil {
 		return fail(fmt.Errorf("wal: preallocate %s: %w", f.Name(), err))
 	}
-	w.enc = newEncoder(f, 0, 0)
+	w.tw = w.newTail(f, 0, 0)
+	w.enc = newEncoder(w.tw, 0, 0)
 	if err := w.enc.encode(CRCType, nil); err != nil {
 		return fail(err)
 	}
@@ -158,6 +166,7 @@ func Create(dir string, metadata []byte, opts Options) (*WAL, error) {
 	if err := fsys.SyncDir(filepath.Dir(dir)); err != nil {
 		// The directory is in place but its entry may not be durable; do
 		// not hand out a WAL whose existence a crash could undo.
+		w.tw.stop()
 		f.Close()
 		return nil, fmt.Errorf("wal: sync parent of %s: %w", dir, err)
 	}
@@ -356,7 +365,8 @@ func (w *WAL) startAppending() error {
 	if _, err := tail.f.Seek(off, io.SeekStart); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	w.enc = newEncoder(tail.f, w.dec.lastCRC(), off)
+	w.tw = w.newTail(tail.f, off, off)
+	w.enc = newEncoder(w.tw, w.dec.lastCRC(), off)
 	w.tailOff = off
 	w.fp = newPipeline(w)
 	return nil
@@ -511,6 +521,7 @@ func (w *WAL) sync() error {
 func (w *WAL) cut() error {
 	tail := w.tail()
 	off := w.tailOff + w.enc.pw.written
+	w.tw.stop() // before the truncate: nothing may write past off
 	if err := tail.f.Truncate(off); err != nil {
 		return fmt.Errorf("wal: truncate %s: %w", tail.f.Name(), err)
 	}
@@ -524,7 +535,8 @@ func (w *WAL) cut() error {
 	seq := tail.seq + 1
 	name := SegmentName(seq, w.enti+1)
 	w.segs = append(w.segs, &segment{name: name, seq: seq, index: w.enti + 1, f: next.f})
-	w.enc = newEncoder(next.f, w.enc.crc, 0)
+	w.tw = w.newTail(next.f, 0, next.zeroed)
+	w.enc = newEncoder(w.tw, w.enc.crc, 0)
 	w.tailOff = 0
 	if err := w.enc.encode(CRCType, nil); err != nil {
 		return err
@@ -596,6 +608,9 @@ func (w *WAL) Close() error {
 		return nil
 	}
 	w.closed = true
+	if w.tw != nil {
+		w.tw.stop()
+	}
 	var errs []error
 	if w.fp != nil {
 		errs = append(errs, w.fp.close())
@@ -608,6 +623,16 @@ func (w *WAL) Close() error {
 		errs = append(errs, closeSegments(w.readers))
 	}
 	return errors.Join(errs...)
+}
+
+// newTail wraps the tail segment f for the encoder, zeroing ahead of the
+// writer from off when the filesystem supports it and syncs are on.
+func (w *WAL) newTail(f vfs.File, off, zeroed int64) *tailWriter {
+	t := &tailWriter{f: f, off: off}
+	if !w.opts.NoZeroAhead && !w.opts.NoSync {
+		t.z = startZeroAhead(f, off, zeroed)
+	}
+	return t
 }
 
 func (w *WAL) closeSegs() error {
