@@ -31,6 +31,8 @@ func TestServerLimitsAndLeasesDifferential(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 1600*1024) // above 1.5 MiB, below the gRPC limit
 	huge := bytes.Repeat([]byte("x"), 2100*1024)
 	steps := []proto.Message{
+		// below the limit: one gRPC message larger than a default window
+		&pb.PutRequest{Key: []byte("large"), Value: bytes.Repeat([]byte("y"), 1400*1024)},
 		&pb.PutRequest{Key: []byte("big"), Value: big},
 		&pb.PutRequest{Key: []byte("huge"), Value: huge},
 		&pb.LeaseGrantRequest{ID: 42, TTL: 1}, // raised to the minimum TTL

@@ -19,10 +19,20 @@ import (
 )
 
 func newGRPCServer(s *Server) *grpc.Server {
+	// Fixed flow-control windows, large enough that the biggest request
+	// (--max-request-bytes plus gRPC's overhead) never waits for a window
+	// update. Setting them also turns off grpc-go's BDP estimation, which
+	// otherwise answers a client's request with a PING of its own (and the
+	// client with a PING ack): for small unary calls that is one more
+	// frame and write each way. Measured with BenchmarkLoad, put with 16
+	// clients: about 15% more requests per second (BENCHMARKS.md).
+	window := int32(min(max(s.cfg.MaxRequestBytes+grpcOverheadBytes, 1<<20), 1<<30))
 	gs := grpc.NewServer(
 		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.InitialWindowSize(window),
+		grpc.InitialConnWindowSize(4*window),
 	)
 	pb.RegisterKVServer(gs, &kvServer{s: s})
 	pb.RegisterClusterServer(gs, &clusterServer{s: s})
