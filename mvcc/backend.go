@@ -129,11 +129,70 @@ type batch struct {
 	minRev int64 // smallest main revision in keyRev (0: none)
 	ops    []op
 	keyRev map[Revision][]byte // puts into the key bucket by revision
-	other  map[string]op       // last op per bucket+"\x00"+key, other buckets
+	// other indexes, by bucket+"\x00"+key, the op of ops that holds the
+	// last write to each key of the other buckets. A later write to the
+	// same key replaces that op in place rather than adding one: only the
+	// last write matters at commit (ops on other keys are independent), and
+	// the meta bucket's consistent_index and term, written by every applied
+	// entry, stay two ops per batch.
+	other map[string]int
+	kbuf  []byte // scratch for other's lookup keys
 }
 
 func newBatch() *batch {
-	return &batch{keyRev: make(map[Revision][]byte), other: make(map[string]op)}
+	return &batch{keyRev: make(map[Revision][]byte), other: make(map[string]int)}
+}
+
+// setOther adds o, a write to a bucket other than key, or replaces the
+// batch's earlier write to the same key.
+func (p *batch) setOther(o op) {
+	p.kbuf = append(append(append(p.kbuf[:0], o.bucket...), 0), o.key...)
+	if i, ok := p.other[string(p.kbuf)]; ok {
+		p.bytes -= int64(len(p.ops[i].key) + len(p.ops[i].val))
+		p.ops[i] = o
+		return
+	}
+	p.other[string(p.kbuf)] = len(p.ops)
+	p.ops = append(p.ops, o)
+}
+
+// lookupOther returns the batch's last write to key in bucket.
+func (p *batch) lookupOther(bucket, key []byte) (op, bool) {
+	var buf [128]byte
+	k := append(append(append(buf[:0], bucket...), 0), key...)
+	i, ok := p.other[string(k)]
+	if !ok {
+		return op{}, false
+	}
+	return p.ops[i], true
+}
+
+// bucketName returns bucket as a string, without allocating for the
+// buckets etcd defines.
+func bucketName(bucket []byte) string {
+	switch string(bucket) {
+	case "key":
+		return "key"
+	case "meta":
+		return "meta"
+	case "lease":
+		return "lease"
+	case "alarm":
+		return "alarm"
+	case "cluster":
+		return "cluster"
+	case "members":
+		return "members"
+	case "members_removed":
+		return "members_removed"
+	case "auth":
+		return "auth"
+	case "authUsers":
+		return "authUsers"
+	case "authRoles":
+		return "authRoles"
+	}
+	return string(bucket)
 }
 
 type readTx struct {
@@ -430,12 +489,13 @@ func (b *Backend) Write(fn func(w *WriteTx) error) error {
 
 // Put stores key=val in bucket (created if missing at commit).
 func (w *WriteTx) Put(bucket, key, val []byte) {
-	o := op{bucket: string(bucket), key: key, val: val}
-	w.p.ops = append(w.p.ops, o)
+	o := op{bucket: bucketName(bucket), key: key, val: val}
 	w.p.bytes += int64(len(key) + len(val))
-	if o.bucket != "key" {
-		w.p.other[o.bucket+"\x00"+string(key)] = o
+	if o.bucket == "key" {
+		w.p.ops = append(w.p.ops, o)
+		return
 	}
+	w.p.setOther(o)
 }
 
 // putRev stores a key-bucket entry.
@@ -453,12 +513,13 @@ func (w *WriteTx) putRev(r Revision, tomb bool, val []byte) {
 
 // Delete removes key from bucket.
 func (w *WriteTx) Delete(bucket, key []byte) {
-	o := op{bucket: string(bucket), key: key, del: true}
-	w.p.ops = append(w.p.ops, o)
+	o := op{bucket: bucketName(bucket), key: key, del: true}
 	w.p.bytes += int64(len(key))
-	if o.bucket != "key" {
-		w.p.other[o.bucket+"\x00"+string(key)] = o
+	if o.bucket == "key" {
+		w.p.ops = append(w.p.ops, o)
+		return
 	}
+	w.p.setOther(o)
 }
 
 // View returns a read view for use inside the write function: it sees the
@@ -547,12 +608,11 @@ func (v *View) Get(bucket, key []byte) ([]byte, bool) {
 			return v.revValue(r, key)
 		}
 	} else {
-		k := string(bucket) + "\x00" + string(key)
 		for _, p := range []*batch{v.pending, v.committing} {
 			if p == nil {
 				continue
 			}
-			if o, ok := p.other[k]; ok {
+			if o, ok := p.lookupOther(bucket, key); ok {
 				if o.del {
 					return nil, false
 				}
