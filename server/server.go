@@ -79,6 +79,9 @@ type Config struct {
 
 	Transport Transport
 	Logger    *slog.Logger
+
+	// reqTimeout replaces etcd's request timeout (tests).
+	reqTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -136,7 +139,7 @@ type Server struct {
 	reqID *idGenerator
 
 	waitMu sync.Mutex
-	waits  map[uint64]chan engine.Result
+	waits  map[uint64]waiter // proposals in flight, by request ID
 
 	appliedMu      sync.Mutex
 	applied        uint64
@@ -172,6 +175,20 @@ type Server struct {
 	err      error // first fatal error of the raft loop
 	donec    chan struct{}
 }
+
+// waiter is a proposer waiting for its entry to be applied. expiry
+// (time.Now().UnixNano()) is when timeoutLoop gives up on it: one sweep
+// instead of a timer per request.
+type waiter struct {
+	ch     chan engine.Result
+	expiry int64
+}
+
+// errProposalTimeout is what timeoutLoop answers an expired proposal with.
+var errProposalTimeout = errors.New("server: proposal timed out")
+
+// resultChans recycles the proposers' result channels (capacity 1).
+var resultChans = sync.Pool{New: func() any { return make(chan engine.Result, 1) }}
 
 // proposal is a marshaled InternalRaftRequest on its way into raft; id is
 // its header ID, under which its proposer waits in Server.waits.
@@ -225,7 +242,7 @@ func New(cfg Config) (*Server, error) {
 		log:            cfg.Logger,
 		eng:            eng,
 		reqID:          newIDGenerator(eng.ID(), time.Now()),
-		waits:          make(map[uint64]chan engine.Result),
+		waits:          make(map[uint64]waiter),
 		readwaitc:      make(chan struct{}, 1),
 		readNotif:      newNotifier(),
 		readState:      make(chan raft.ReadState, 1),
@@ -259,7 +276,8 @@ func New(cfg Config) (*Server, error) {
 		_ = eng.Close()
 		return nil, fmt.Errorf("server: start raft: %w", err)
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go s.timeoutLoop()
 	go s.applyLoop()
 	go s.run()
 	go s.readLoop()
@@ -611,11 +629,39 @@ func (s *Server) trigger(r engine.Result) {
 		return
 	}
 	s.waitMu.Lock()
-	ch, ok := s.waits[r.ID]
+	w, ok := s.waits[r.ID]
 	delete(s.waits, r.ID)
 	s.waitMu.Unlock()
 	if ok {
-		ch <- r
+		w.ch <- r
+	}
+}
+
+// timeoutLoop answers the proposals that waited longer than the request
+// timeout (etcd's ReqTimeout), sweeping the waiters every tenth of it.
+func (s *Server) timeoutLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.requestTimeout() / 10)
+	defer t.Stop()
+	var expired []uint64
+	for {
+		select {
+		case <-t.C:
+		case <-s.stopc:
+			return
+		}
+		now := time.Now().UnixNano()
+		expired = expired[:0]
+		s.waitMu.Lock()
+		for id, w := range s.waits {
+			if now >= w.expiry {
+				expired = append(expired, id)
+			}
+		}
+		s.waitMu.Unlock()
+		for _, id := range expired {
+			s.trigger(engine.Result{ID: id, Err: errProposalTimeout})
+		}
 	}
 }
 
@@ -655,6 +701,9 @@ func (s *Server) waitApplied(ctx context.Context, idx uint64) error {
 
 // requestTimeout is etcd's ReqTimeout: 5s plus two election timeouts.
 func (s *Server) requestTimeout() time.Duration {
+	if s.cfg.reqTimeout > 0 {
+		return s.cfg.reqTimeout
+	}
 	return 5*time.Second + 2*time.Duration(s.cfg.ElectionTicks)*s.cfg.TickInterval
 }
 
@@ -671,12 +720,10 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 	if len(data) > s.cfg.MaxRequestBytes {
 		return nil, rpctypes.ErrGRPCRequestTooLarge
 	}
-	ch := make(chan engine.Result, 1)
+	ch := resultChans.Get().(chan engine.Result)
 	s.waitMu.Lock()
-	s.waits[id] = ch
+	s.waits[id] = waiter{ch: ch, expiry: time.Now().Add(s.requestTimeout()).UnixNano()}
 	s.waitMu.Unlock()
-	cctx, cancel := context.WithTimeout(ctx, s.requestTimeout())
-	defer cancel()
 	unregister := func() {
 		s.waitMu.Lock()
 		delete(s.waits, id)
@@ -688,14 +735,25 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 	s.wake()
 	select {
 	case res := <-ch:
-		if errors.Is(res.Err, raft.ErrProposalDropped) {
+		// Only trigger sent on ch, once, after removing the waiter: no
+		// one else holds it now.
+		resultChans.Put(ch)
+		switch {
+		case res.Err == errProposalTimeout:
+			// as etcd's parseProposeCtxErr
+			s.metrics.proposalsFailed.Add(1)
+			if s.Leader() == 0 {
+				return nil, rpctypes.ErrGRPCNoLeader
+			}
+			return nil, rpctypes.ErrGRPCTimeout
+		case errors.Is(res.Err, raft.ErrProposalDropped):
 			s.metrics.proposalsFailed.Add(1)
 		}
 		return res.Resp, res.Err
-	case <-cctx.Done():
+	case <-ctx.Done():
 		unregister()
 		s.metrics.proposalsFailed.Add(1)
-		return nil, s.contextErr(ctx, cctx, cctx.Err())
+		return nil, ctx.Err()
 	case <-s.stopc:
 		unregister()
 		return nil, rpctypes.ErrGRPCStopped

@@ -250,3 +250,38 @@ func TestMetricsEveryCommit(t *testing.T) {
 		t.Errorf("commit histogram empty:\n%s", m)
 	}
 }
+
+// TestProposalTimesOutWithoutLeader: a proposal made while no leader is
+// known waits for one (as with raft.Node), and after the request timeout
+// fails with etcd's "no leader" error; it is not proposed later.
+func TestProposalTimesOutWithoutLeader(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "default.etckit")
+	s, err := New(Config{
+		Engine: engine.Options{Name: "default", DataDir: dir, InitialCluster: "default=http://127.0.0.1:2380", NoSync: true},
+		// The election clock is fast-forwarded to one tick short of a
+		// campaign, and the next tick is an hour away: no leader.
+		TickInterval: time.Hour,
+		reqTimeout:   200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	start := time.Now()
+	_, err = s.propose(context.Background(), &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("k"), Value: []byte("v")}})
+	if err != rpctypes.ErrGRPCNoLeader {
+		t.Fatalf("propose without a leader: %v, want %v", err, rpctypes.ErrGRPCNoLeader)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Fatalf("failed after %v, before the request timeout", waited)
+	}
+	if n := s.metrics.proposalsFailed.Load(); n != 1 {
+		t.Fatalf("proposals failed: %d, want 1", n)
+	}
+	s.waitMu.Lock()
+	n := len(s.waits)
+	s.waitMu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d waiters left", n)
+	}
+}
