@@ -4,19 +4,28 @@
 //
 // # Raft loop
 //
-//	tick ──► node.Tick
-//	Ready ─► leader: send messages ─► engine.SaveReady (WAL append, fdatasync
-//	         when raft's MustSync; .snap + WAL snapshot record first) ─►
-//	         follower: send ─► engine.Apply(committed entries) ─► waiters
-//	         ─► snapshot every --snapshot-count ─► node.Advance
+// One goroutine owns a raft.RawNode; everything else reaches it through an
+// inbox (proposals, ReadIndex requests) and a wake-up channel, and conf
+// changes come back from the apply goroutine on their own channel:
+//
+//	tick ──► rn.Tick
+//	inbox ─► every waiting proposal in one MsgProp, ReadIndex requests
+//	Ready ─► committed entries to the apply goroutine (they are durable
+//	         already) ─► leader: send messages ─► engine.SaveReady (WAL
+//	         append, fdatasync when raft's MustSync; .snap + WAL snapshot
+//	         record first) ─► follower: send ─► rn.Advance ─► next Ready
+//	apply goroutine: engine.Apply ─► waiters ─► snapshot every
+//	         --snapshot-count
 //
 // A client write is proposed as an etcdserverpb.InternalRaftRequest
 // (header.ID from an etcd-style ID generator) and answered when its entry is
 // applied. Proposals that arrive while a Ready is being persisted are
 // appended together in the next Ready, so concurrent writers share one WAL
-// write and one fdatasync. Nothing in the loop assumes one member: messages
-// go to a Transport (the peer transport is a later issue; until then New
-// refuses an --initial-cluster of several members).
+// write and one fdatasync, and applying one batch overlaps the fdatasync of
+// the next. Proposals wait while no leader is known; a sweep answers those
+// older than the request timeout. Nothing in the loop assumes one member:
+// messages go to a Transport (the peer transport is a later issue; until
+// then New refuses an --initial-cluster of several members).
 //
 // Linearizable reads (Range, read-only Txn, MemberList with linearizable,
 // LeaseTimeToLive, /health) wait for a raft ReadIndex round shared by all

@@ -70,13 +70,22 @@ func (s *splitListener) dispatch(c net.Conn) {
 	}
 }
 
-// peekedConn replays the bytes read while sniffing.
+// peekedConn replays the bytes read while sniffing, then reads the
+// connection directly. Read is called by one goroutine at a time.
 type peekedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *bufio.Reader // nil once its bytes are consumed
 }
 
-func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
 
 // chanListener is a net.Listener fed by a splitListener.
 type chanListener struct {
