@@ -141,12 +141,12 @@ func (f *osFile) WriteZeros(off, n int64) error {
 	if err := f.check("write", nil); err != nil {
 		return err
 	}
-	fi, err := f.File.Stat()
+	size, err := fileSize(f.File)
 	if err != nil {
 		return f.check("write", err)
 	}
-	if off < 0 || n < 0 || off+n > fi.Size() {
-		return f.check("write", fmt.Errorf("zero range [%d, %d) is outside the file's %d bytes", off, off+n, fi.Size()))
+	if off < 0 || n < 0 || off+n > size {
+		return f.check("write", fmt.Errorf("zero range [%d, %d) is outside the file's %d bytes", off, off+n, size))
 	}
 	for n > 0 {
 		c := min(n, int64(len(zeroPage)))

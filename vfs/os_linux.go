@@ -63,3 +63,12 @@ func preallocate(f *os.File, size int64) error {
 	}
 	return err
 }
+
+// fileSize is fstat's size, without os.FileInfo's allocation.
+func fileSize(f *os.File) (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	return st.Size, nil
+}

@@ -25,3 +25,11 @@ func unlockFile(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LO
 func datasync(f *os.File) error { return f.Sync() }
 
 func preallocate(f *os.File, size int64) error { return f.Truncate(size) }
+
+func fileSize(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}

@@ -511,6 +511,9 @@ func (w *WAL) sync() error {
 	if err := w.tail().f.Datasync(); err != nil {
 		return fmt.Errorf("wal: fdatasync %s: %w", w.tail().f.Name(), err)
 	}
+	if w.tw != nil && w.tw.z != nil {
+		w.tw.z.synced(w.tw.off)
+	}
 	return nil
 }
 

@@ -181,3 +181,46 @@ func fiemapUnwritten(t *testing.T, fd uintptr, from, to int64) (unwritten, ok bo
 	}
 	return false, true
 }
+
+// TestZeroAheadPausesForLargeSyncs: when each sync carries more than
+// zeroMaxPerSync on average, zeroing would double the bytes written for
+// little gain, so it stops keeping ahead; small syncs keep it going.
+func TestZeroAheadPausesForLargeSyncs(t *testing.T) {
+	w, err := Create(filepath.Join(t.TempDir(), "wal"), []byte("zero-ahead"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	z := w.tw.z
+	if z == nil {
+		t.Skip("the temporary directory's filesystem has no vfs.ZeroWriter files")
+	}
+	small := bytes.Repeat([]byte{1}, 1000)
+	idx := uint64(0)
+	for i := 0; i < 50; i++ {
+		idx++
+		if err := w.Save(hs(1, 1, idx), []*raftpb.Entry{ent(1, idx, small)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	z.mu.Lock()
+	wanted, perSync := z.wanted(), z.perSync
+	z.mu.Unlock()
+	if !wanted {
+		t.Fatalf("zeroing paused after 1 KB syncs (average %d bytes per sync)", perSync)
+	}
+	big := bytes.Repeat([]byte{2}, 1<<20)
+	for i := 0; i < 30; i++ {
+		idx++
+		if err := w.Save(hs(1, 1, idx), []*raftpb.Entry{ent(1, idx, big)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	z.mu.Lock()
+	wanted, perSync = z.wanted(), z.perSync
+	behind := z.zeroed < z.claimed
+	z.mu.Unlock()
+	if wanted || !behind {
+		t.Fatalf("after 1 MiB syncs (average %d bytes per sync): zeroing wanted %v, behind the writer %v", perSync, wanted, behind)
+	}
+}
