@@ -56,6 +56,7 @@ type zeroAhead struct {
 	busy             bool  // a piece [busyFrom, busyTo) is being zeroed
 	busyFrom, busyTo int64
 	failed           error // the zeroer stopped on this error
+	want             int64 // end of the claim of a writer waiting for a piece
 	lastSync         int64 // writer offset at its last sync
 	perSync          int64 // moving average of the bytes per sync
 
@@ -92,6 +93,9 @@ func startZeroAhead(f vfs.File, off, zeroed int64) *zeroAhead {
 func (z *zeroAhead) claim(end int64) {
 	z.mu.Lock()
 	for z.busy && z.busyFrom < end {
+		// The zeroer's next piece starts past this claim, so the writer
+		// waits for one piece at most.
+		z.want = max(z.want, end)
 		z.cond.Wait()
 	}
 	if end > z.claimed {
@@ -143,7 +147,7 @@ func (z *zeroAhead) run() {
 			default:
 			}
 			z.mu.Lock()
-			from := max(z.zeroed, alignUp(z.claimed, pageBytes))
+			from := max(z.zeroed, alignUp(max(z.claimed, z.want), pageBytes))
 			target := min(z.claimed+zeroLookahead, z.size)
 			if from >= target || !z.wanted() {
 				z.mu.Unlock()
