@@ -39,6 +39,9 @@ type ConfChanger func(cc raftpb.ConfChangeI) *raftpb.ConfState
 // every applied normal entry. The error is a storage failure: the member
 // must stop.
 func (e *Engine) Apply(ents []*raftpb.Entry, applyConf ConfChanger, done func(Result)) error {
+	if err := e.store.BackgroundErr(); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 	for _, ent := range ents {
 		idx, term := ent.GetIndex(), ent.GetTerm()
 		var err error
@@ -209,8 +212,12 @@ func isStorageErr(err error) bool {
 	return true
 }
 
+// applyCompaction compacts the index and persists the schedule; the
+// compacted revisions are deleted from the db in the background (etcd's
+// order: the request is answered before the physical compaction ends, and
+// a client that asked for a physical one waits for it itself).
 func (e *Engine) applyCompaction(c *pb.CompactionRequest) (proto.Message, error) {
-	if err := e.store.Compact(c.GetRevision()); err != nil {
+	if _, err := e.store.ScheduleCompact(c.GetRevision()); err != nil {
 		return nil, err
 	}
 	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: e.store.Rev()}}, nil

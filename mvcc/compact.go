@@ -2,7 +2,10 @@ package mvcc
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
 	"sort"
 	"time"
@@ -115,30 +118,61 @@ func (s *Store) Hashes() []KeyValueHash {
 
 // Compact compacts the store at rev: revisions older than the newest
 // revision of each key at rev are removed from the index and the file. It
-// returns when the physical compaction is done. The request is persisted
-// (meta/scheduledCompactRev) first, so an interrupted compaction resumes at
-// the next Open.
+// returns when the physical compaction is done (ScheduleCompact returns
+// before it). The request is persisted (meta/scheduledCompactRev) first, so
+// an interrupted compaction resumes at the next Open.
 func (s *Store) Compact(rev int64) error {
+	c, err := s.ScheduleCompact(rev)
+	if err != nil {
+		return err
+	}
+	<-c.Done()
+	return c.Err()
+}
+
+// Compaction is a scheduled compaction whose physical part (deleting the
+// compacted revisions from the file) runs in the background.
+type Compaction struct {
+	Rev  int64
+	done chan struct{}
+	err  error
+}
+
+// Done is closed when the physical compaction has finished or failed.
+func (c *Compaction) Done() <-chan struct{} { return c.done }
+
+// Err is the physical compaction's error, once Done is closed.
+func (c *Compaction) Err() error { return c.err }
+
+// ScheduleCompact compacts the index at rev and persists the request
+// (meta/scheduledCompactRev, committed), as etcd's Compact does: from its
+// return, reads below rev answer ErrCompacted. The revisions are deleted
+// from the file in the background, CompactionBatchLimit per write batch
+// with CompactionSleepInterval between batches, so writers are never held
+// up for the length of a large compaction; compactions run one after the
+// other in the order they were scheduled. A storage error in the background
+// is kept and returned by BackgroundErr.
+func (s *Store) ScheduleCompact(rev int64) (*Compaction, error) {
 	if s.b.ReadOnly() {
-		return ErrReadOnly
+		return nil, ErrReadOnly
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if rev <= s.compactRev {
 		s.mu.Unlock()
-		return ErrCompacted
+		return nil, ErrCompacted
 	}
 	if rev > s.currentRev {
 		s.mu.Unlock()
-		return ErrFutureRev
+		return nil, ErrFutureRev
 	}
 	prevCompleted, err := s.prevCompactionCompleted()
 	if err != nil {
 		s.mu.Unlock()
-		return err
+		return nil, err
 	}
 	prev := s.compactRev
 	keep, extra := s.compactIndex(rev)
@@ -151,9 +185,100 @@ func (s *Store) Compact(rev int64) error {
 		err = s.b.ForceCommit()
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return s.physicalCompact(rev, prev, keep, extra, prevCompleted)
+	return s.enqueueCompaction(rev, func() error {
+		return s.physicalCompact(rev, prev, keep, extra, prevCompleted)
+	}), nil
+}
+
+// compactJob is a physical compaction waiting for the compaction worker.
+type compactJob struct {
+	c   *Compaction
+	run func() error
+}
+
+// enqueueCompaction queues run behind the compactions scheduled before and
+// starts the worker if it is idle.
+func (s *Store) enqueueCompaction(rev int64, run func() error) *Compaction {
+	c := &Compaction{Rev: rev, done: make(chan struct{})}
+	s.cq.mu.Lock()
+	defer s.cq.mu.Unlock()
+	if s.cq.closed {
+		c.err = ErrClosed
+		close(c.done)
+		return c
+	}
+	s.cq.jobs = append(s.cq.jobs, compactJob{c: c, run: run})
+	if !s.cq.running {
+		s.cq.running = true
+		s.cq.wg.Add(1)
+		go s.compactWorker()
+	}
+	return c
+}
+
+func (s *Store) compactWorker() {
+	defer s.cq.wg.Done()
+	for {
+		s.cq.mu.Lock()
+		if len(s.cq.jobs) == 0 {
+			s.cq.running = false
+			s.cq.mu.Unlock()
+			return
+		}
+		j := s.cq.jobs[0]
+		s.cq.jobs[0] = compactJob{}
+		s.cq.jobs = s.cq.jobs[1:]
+		s.cq.mu.Unlock()
+
+		err := j.run()
+
+		s.cq.mu.Lock()
+		if err != nil && !errors.Is(err, ErrClosed) && s.cq.err == nil {
+			s.cq.err = fmt.Errorf("mvcc: compaction at revision %d: %w", j.c.Rev, err)
+		}
+		if err == nil && j.c.Rev > s.cq.finished {
+			s.cq.finished = j.c.Rev
+		}
+		close(s.cq.finishedc)
+		s.cq.finishedc = make(chan struct{})
+		s.cq.mu.Unlock()
+		j.c.err = err
+		close(j.c.done)
+	}
+}
+
+// BackgroundErr is the first storage error of a background compaction;
+// the store's file may be damaged and the member should stop.
+func (s *Store) BackgroundErr() error {
+	s.cq.mu.Lock()
+	defer s.cq.mu.Unlock()
+	return s.cq.err
+}
+
+// WaitCompacted waits until the physical compactions up to rev have
+// finished (etcd's physical compaction request), or the store closes, a
+// compaction fails or ctx ends.
+func (s *Store) WaitCompacted(ctx context.Context, rev int64) error {
+	for {
+		s.cq.mu.Lock()
+		finished, err, ch, closed := s.cq.finished, s.cq.err, s.cq.finishedc, s.cq.closed
+		s.cq.mu.Unlock()
+		switch {
+		case finished >= rev:
+			return nil
+		case err != nil:
+			return err
+		case closed:
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // compactIndex applies the compaction to the index and returns the
@@ -196,14 +321,16 @@ func revMainOf(b []byte) []byte {
 	return b[:8]
 }
 
-// resumeCompaction finishes a compaction that was scheduled but not
-// finished when the file was last closed.
-func (s *Store) resumeCompaction(rev int64) error {
+// resumeCompaction schedules the physical part of a compaction that was
+// scheduled but not finished when the file was last closed.
+func (s *Store) resumeCompaction(rev int64) *Compaction {
 	s.mu.Lock()
 	prev := s.compactRev
 	keep, extra := s.compactIndex(rev)
 	s.mu.Unlock()
-	return s.physicalCompact(rev, prev, keep, extra, false)
+	return s.enqueueCompaction(rev, func() error {
+		return s.physicalCompact(rev, prev, keep, extra, false)
+	})
 }
 
 // physicalCompact deletes from the key bucket every revision <= rev not in
@@ -214,8 +341,11 @@ func (s *Store) resumeCompaction(rev int64) error {
 // No snapshot is held while writing, so a commit that must remap the file
 // never waits for the compaction.
 func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct{}, storeHash bool) error {
-	s.compactMu.Lock()
-	defer s.compactMu.Unlock()
+	select {
+	case <-s.stopc:
+		return ErrClosed
+	default:
+	}
 	h := newKVHasher(prev, rev, keep)
 	end := binary.BigEndian.AppendUint64(nil, uint64(rev+1))
 	limit := s.opts.CompactionBatchLimit

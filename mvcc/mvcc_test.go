@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -294,6 +295,10 @@ func TestInterruptedCompactionResumes(t *testing.T) {
 	defer s2.Close()
 	if s2.CompactRev() != 30 {
 		t.Fatalf("compact rev %d", s2.CompactRev())
+	}
+	// The physical part resumes in the background.
+	if err := s2.WaitCompacted(context.Background(), 30); err != nil {
+		t.Fatal(err)
 	}
 	v := s2.Backend().View()
 	fc, ok := v.Get(BucketMeta, MetaFinishedCompactRev)
@@ -660,5 +665,61 @@ func TestNilRequestParts(t *testing.T) {
 		if _, err := s.Txn(r); err == nil {
 			t.Fatalf("%v accepted", r)
 		}
+	}
+}
+
+// TestCompactionRunsInBackground: ScheduleCompact returns once the index is
+// compacted and the schedule committed; writes go on while the physical
+// compaction pauses between batches (here for an hour); Close interrupts
+// it, and the next Open finishes it.
+func TestCompactionRunsInBackground(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "db")
+	s, err := Open(p, Options{CompactionBatchLimit: 2, CompactionSleepInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		mustPut(t, s, "a", fmt.Sprint(i))
+	}
+	c, err := s.ScheduleCompact(15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Range(&pb.RangeRequest{Key: []byte("a"), Revision: 10}); err != ErrCompacted {
+		t.Fatalf("range below the compaction: %v, want ErrCompacted", err)
+	}
+	if rev := mustPut(t, s, "a", "after"); rev != 22 {
+		t.Fatalf("put during the compaction: revision %d", rev)
+	}
+	select {
+	case <-c.Done():
+		t.Fatalf("physical compaction finished in spite of its pauses: %v", c.Err())
+	default:
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-c.Done()
+	if c.Err() != ErrClosed {
+		t.Fatalf("interrupted compaction: %v, want ErrClosed", c.Err())
+	}
+
+	s, err = Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.WaitCompacted(context.Background(), 15); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	snap := s.Backend().Snapshot()
+	_ = snap.Tx().Bucket(BucketKey).ForEach(func(k, _ []byte) error { n++; return nil })
+	snap.Release()
+	if n != 8 { // puts at 2..21 and 22: 15 is kept, 2..14 are gone
+		t.Fatalf("%d revisions in the key bucket after the resumed compaction, want 8", n)
+	}
+	if err := s.BackgroundErr(); err != nil {
+		t.Fatal(err)
 	}
 }

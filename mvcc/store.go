@@ -62,8 +62,18 @@ type Store struct {
 	hub        *watchHub
 	closed     bool
 
-	compactMu sync.Mutex // one physical compaction at a time
-	stopc     chan struct{}
+	// cq runs physical compactions, one at a time, in schedule order.
+	cq struct {
+		mu        sync.Mutex
+		jobs      []compactJob
+		running   bool
+		closed    bool
+		wg        sync.WaitGroup // the worker
+		finished  int64          // last compaction finished physically
+		finishedc chan struct{}  // closed and replaced when one finishes
+		err       error          // first storage error
+	}
+	stopc chan struct{}
 }
 
 // Open opens the store in the bbolt file at path (member/snap/db),
@@ -85,6 +95,7 @@ func Open(path string, opts Options) (*Store, error) {
 
 func newStore(b *Backend, opts Options) (*Store, error) {
 	s := &Store{opts: opts, b: b, currentRev: 1, compactRev: -1, stopc: make(chan struct{})}
+	s.cq.finishedc = make(chan struct{})
 	s.lessor = newLessor(s)
 	s.hub = newWatchHub(s)
 	if !b.ReadOnly() {
@@ -108,9 +119,7 @@ func newStore(b *Backend, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if scheduled != 0 && !b.ReadOnly() {
-		if err := s.resumeCompaction(scheduled); err != nil {
-			return nil, err
-		}
+		s.resumeCompaction(scheduled)
 	}
 	return s, nil
 }
@@ -281,8 +290,12 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.stopc)
 	s.mu.Unlock()
-	s.compactMu.Lock() // wait for a running compaction
-	defer s.compactMu.Unlock()
+	// A running compaction stops at its next batch (stopc); it resumes at
+	// the next Open.
+	s.cq.mu.Lock()
+	s.cq.closed = true
+	s.cq.mu.Unlock()
+	s.cq.wg.Wait()
 	return s.b.Close()
 }
 

@@ -252,6 +252,18 @@ func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Co
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
+	if r.Physical {
+		// As etcd: wait until the compacted revisions are deleted from
+		// the db, and commit, so a crash does not bring the compaction
+		// back to resume.
+		st := k.s.eng.Store()
+		if err := st.WaitCompacted(ctx, r.Revision); err != nil {
+			return nil, toGRPCError(err)
+		}
+		if err := st.Commit(); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	resp := m.(*pb.CompactionResponse)
 	k.s.fill(resp.Header)
 	return resp, nil
