@@ -50,8 +50,11 @@
 //
 // Store.Range, Put, DeleteRange and Txn take and return etcdserverpb
 // messages and behave as etcd's gRPC validation plus apply layer
-// (etcdserver/txn) on etcd's mvcc store; Compact is physical and resumable;
-// HashKV is etcd's corruption-check hash. WatchStream delivers etcd
+// (etcdserver/txn) on etcd's mvcc store. ScheduleCompact compacts the
+// index and commits meta/scheduledCompactRev at once, then deletes the
+// compacted revisions in the background, in batches, one compaction after
+// the other (Compact waits for that); an interrupted compaction resumes
+// after the next Open. HashKV is etcd's corruption-check hash. WatchStream delivers etcd
 // WatchResponses (catch-up from past revisions, compaction cancel, prev_kv,
 // filters, progress, fragmentation). The Lessor keeps leases as etcd's
 // lessor does and persists them in the lease bucket.
