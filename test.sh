@@ -13,6 +13,10 @@ go vet ./...
 echo "== unit tests"
 go test -count=1 ./...
 
+echo "== race detector on the concurrent parts (raft loop, apply, compaction worker, WAL zeroer)"
+go test -count=1 -race ./server ./engine ./mvcc
+go test -count=1 -race -run 'ZeroAhead|Crash' ./wal
+
 echo "== interop (differential tests against etcd's own modules)"
 (cd interop && go test -count=1 -timeout 30m ./...)
 (cd interop/etcd36 && go vet ./... && go test -count=1 ./...)
