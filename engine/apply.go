@@ -246,7 +246,7 @@ func (e *Engine) applyAlarm(a *pb.AlarmRequest) (proto.Message, error, error) {
 		}
 		key, _ := proto.Marshal(am)
 		if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
-			w.Put(mvcc.BucketAlarm, key, nil)
+			w.Put([]byte(mvcc.BucketAlarm), key, nil)
 			return nil
 		}); err != nil {
 			return nil, nil, err
@@ -258,7 +258,7 @@ func (e *Engine) applyAlarm(a *pb.AlarmRequest) (proto.Message, error, error) {
 			if proto.Equal(x, am) {
 				key, _ := proto.Marshal(am)
 				if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
-					w.Delete(mvcc.BucketAlarm, key)
+					w.Delete([]byte(mvcc.BucketAlarm), key)
 					return nil
 				}); err != nil {
 					return nil, nil, err
@@ -279,9 +279,9 @@ func (e *Engine) setClusterVersion(ver string) error {
 	e.clusterVersion = ver
 	e.mu.Unlock()
 	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
-		w.Put(mvcc.BucketCluster, []byte("clusterVersion"), []byte(ver))
+		w.Put([]byte(mvcc.BucketCluster), []byte("clusterVersion"), []byte(ver))
 		if semverAtLeast36(ver) {
-			w.Put(mvcc.BucketMeta, mvcc.MetaStorageVersion, []byte(ClusterVersion))
+			w.Put([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion), []byte(ClusterVersion))
 		}
 		return nil
 	})
@@ -312,7 +312,7 @@ func (e *Engine) setMemberAttributes(id uint64, a *membershippb.Attributes) erro
 	val := marshalMember(*m)
 	e.mu.Unlock()
 	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
-		w.Put(mvcc.BucketMembers, memberKey(id), val)
+		w.Put([]byte(mvcc.BucketMembers), memberKey(id), val)
 		return nil
 	})
 }
@@ -387,11 +387,11 @@ func (e *Engine) applyConfChange(idx, term uint64, cc *raftpb.ConfChange, applyC
 	return e.withIndex(idx, term, func() error {
 		if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
 			if put != nil {
-				w.Put(mvcc.BucketMembers, memberKey(id), put)
+				w.Put([]byte(mvcc.BucketMembers), memberKey(id), put)
 			}
 			if del {
-				w.Delete(mvcc.BucketMembers, memberKey(id))
-				w.Put(mvcc.BucketMembersRemoved, memberKey(id), []byte("removed"))
+				w.Delete([]byte(mvcc.BucketMembers), memberKey(id))
+				w.Put([]byte(mvcc.BucketMembersRemoved), memberKey(id), []byte("removed"))
 			}
 			return nil
 		}); err != nil {
@@ -431,7 +431,7 @@ func (e *Engine) saveConfState(cs *raftpb.ConfState) error {
 	b, _ := json.Marshal(confStateJSON{Voters: cs.GetVoters(), Learners: cs.GetLearners(),
 		VotersOutgoing: cs.GetVotersOutgoing(), LearnersNext: cs.GetLearnersNext(), AutoLeave: cs.GetAutoLeave()})
 	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
-		w.Put(mvcc.BucketMeta, mvcc.MetaConfState, b)
+		w.Put([]byte(mvcc.BucketMeta), []byte(mvcc.MetaConfState), b)
 		return nil
 	})
 }

@@ -244,7 +244,7 @@ func (e *Engine) bootstrap() error {
 			w.EnsureBucket(b)
 		}
 		// etcd's auth store starts at revision 1.
-		w.Put(mvcc.BucketAuth, []byte("authRevision"), binary.BigEndian.AppendUint64(nil, 1))
+		w.Put([]byte(mvcc.BucketAuth), []byte("authRevision"), binary.BigEndian.AppendUint64(nil, 1))
 		return nil
 	}); err != nil {
 		return err
@@ -469,8 +469,8 @@ func (e *Engine) maybeReplaceDB(index uint64) error {
 			return fmt.Errorf("engine: open %s: %w", e.dbPath, err)
 		}
 		_ = db.View(func(tx *bolt.Tx) error {
-			if b := tx.Bucket(mvcc.BucketMeta); b != nil {
-				if v := b.Get(mvcc.MetaConsistentIndex); len(v) == 8 {
+			if b := tx.Bucket([]byte(mvcc.BucketMeta)); b != nil {
+				if v := b.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
 					ci = binary.BigEndian.Uint64(v)
 				}
 			}
@@ -498,7 +498,7 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 	v := e.store.Backend().Snapshot()
 	defer v.Release()
 	tx := v.Tx()
-	if b := tx.Bucket(mvcc.BucketMembers); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketMembers)); b != nil {
 		if err := b.ForEach(func(k, val []byte) error {
 			var m Member
 			if err := json.Unmarshal(val, &m); err != nil {
@@ -510,7 +510,7 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 			return err
 		}
 	}
-	if b := tx.Bucket(mvcc.BucketMembersRemoved); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketMembersRemoved)); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
 			var id uint64
 			if _, err := fmt.Sscanf(string(k), "%x", &id); err == nil {
@@ -519,10 +519,10 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 			return nil
 		})
 	}
-	if b := tx.Bucket(mvcc.BucketCluster); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketCluster)); b != nil {
 		e.clusterVersion = string(b.Get([]byte("clusterVersion")))
 	}
-	if b := tx.Bucket(mvcc.BucketAlarm); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketAlarm)); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
 			var am pb.AlarmMember
 			if err := proto.Unmarshal(k, &am); err == nil {

@@ -244,9 +244,9 @@ func TestBootstrapLayoutAndApply(t *testing.T) {
 		t.Fatalf("range %v %v", rr, err)
 	}
 	v := e2.Store().Backend().View()
-	mj, _ := v.Get(mvcc.BucketMembers, memberKey(e.ID()))
-	cs, _ := v.Get(mvcc.BucketMeta, mvcc.MetaConfState)
-	ar, _ := v.Get(mvcc.BucketAuth, []byte("authRevision"))
+	mj, _ := v.Get([]byte(mvcc.BucketMembers), memberKey(e.ID()))
+	cs, _ := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaConfState))
+	ar, _ := v.Get([]byte(mvcc.BucketAuth), []byte("authRevision"))
 	v.Release()
 	if string(mj) != wantCtx || string(cs) != fmt.Sprintf(`{"voters":[%d],"auto_leave":false}`, e.ID()) || binary.BigEndian.Uint64(ar) != 1 {
 		t.Fatalf("members %s confState %s authRevision %x", mj, cs, ar)

@@ -329,7 +329,7 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 		return fmt.Errorf("engine: restore: open %s: %w", p.dbPath, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(mvcc.BucketMembers); b != nil {
+		if b := tx.Bucket([]byte(mvcc.BucketMembers)); b != nil {
 			_ = b.ForEach(func(_, v []byte) error {
 				var m Member
 				if json.Unmarshal(v, &m) == nil {
@@ -338,12 +338,12 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 				return nil
 			})
 		}
-		for _, name := range [][]byte{mvcc.BucketMembers, mvcc.BucketMembersRemoved} {
+		for _, name := range [][]byte{[]byte(mvcc.BucketMembers), []byte(mvcc.BucketMembersRemoved)} {
 			if err := emptyBucket(tx, name); err != nil {
 				return err
 			}
 		}
-		kb := tx.Bucket(mvcc.BucketKey)
+		kb := tx.Bucket([]byte(mvcc.BucketKey))
 		var latest mvcc.Revision
 		if kb != nil {
 			if k, _ := kb.Cursor().Last(); k != nil {
@@ -354,19 +354,19 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 				latest = r
 			}
 		}
-		meta, err := tx.CreateBucketIfNotExists(mvcc.BucketMeta)
+		meta, err := tx.CreateBucketIfNotExists([]byte(mvcc.BucketMeta))
 		if err != nil {
 			return err
 		}
 		res.Revision = latest.Main
-		if v := meta.Get(mvcc.MetaFinishedCompactRev); len(v) > 0 {
+		if v := meta.Get([]byte(mvcc.MetaFinishedCompactRev)); len(v) > 0 {
 			if r, _, err := mvcc.ParseRevKey(v); err == nil {
 				res.CompactRevision = r.Main
 			}
 		}
 		if p.o.BumpRevision > 0 {
 			if kb == nil {
-				if kb, err = tx.CreateBucketIfNotExists(mvcc.BucketKey); err != nil {
+				if kb, err = tx.CreateBucketIfNotExists([]byte(mvcc.BucketKey)); err != nil {
 					return err
 				}
 			}
@@ -374,21 +374,21 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 			if err := kb.Put(mvcc.RevKey(bumped, false), []byte{}); err != nil {
 				return err
 			}
-			if err := meta.Put(mvcc.MetaScheduledCompactRev, mvcc.RevKey(bumped, false)); err != nil {
+			if err := meta.Put([]byte(mvcc.MetaScheduledCompactRev), mvcc.RevKey(bumped, false)); err != nil {
 				return err
 			}
 			p.o.Logger.Info("bumped revision and marked it compacted", "latest-revision", latest.Main,
 				"bump-amount", p.o.BumpRevision, "new-latest-revision", bumped.Main)
 			res.Revision, res.CompactRevision = bumped.Main, bumped.Main
 		}
-		mb, err := tx.CreateBucketIfNotExists(mvcc.BucketMembers)
+		mb, err := tx.CreateBucketIfNotExists([]byte(mvcc.BucketMembers))
 		if err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(mvcc.BucketMembersRemoved); err != nil {
+		if _, err := tx.CreateBucketIfNotExists([]byte(mvcc.BucketMembersRemoved)); err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(mvcc.BucketCluster); err != nil {
+		if _, err := tx.CreateBucketIfNotExists([]byte(mvcc.BucketCluster)); err != nil {
 			return err
 		}
 		for _, m := range p.members {
@@ -397,10 +397,10 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 			}
 		}
 		n := uint64(len(p.members))
-		if err := meta.Put(mvcc.MetaConsistentIndex, binary.BigEndian.AppendUint64(nil, n)); err != nil {
+		if err := meta.Put([]byte(mvcc.MetaConsistentIndex), binary.BigEndian.AppendUint64(nil, n)); err != nil {
 			return err
 		}
-		return meta.Put(mvcc.MetaTerm, binary.BigEndian.AppendUint64(nil, 1))
+		return meta.Put([]byte(mvcc.MetaTerm), binary.BigEndian.AppendUint64(nil, 1))
 	})
 	cerr := db.Close()
 	if err != nil {
@@ -871,8 +871,8 @@ func readConsistentIndex(path string) (uint64, error) {
 	defer db.Close()
 	var ci uint64
 	err = db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(mvcc.BucketMeta); b != nil {
-			if v := b.Get(mvcc.MetaConsistentIndex); v != nil {
+		if b := tx.Bucket([]byte(mvcc.BucketMeta)); b != nil {
+			if v := b.Get([]byte(mvcc.MetaConsistentIndex)); v != nil {
 				if len(v) != 8 {
 					return corrupt.New(path, -1, corrupt.Damaged, fmt.Sprintf("meta/consistent_index has %d bytes, want 8", len(v)), nil)
 				}
@@ -940,7 +940,7 @@ func replayOnto(dst string, b pitrBase, ents []*raftpb.Entry, commit uint64, o P
 			for _, bk := range mvcc.AllBuckets() {
 				w.EnsureBucket(bk)
 			}
-			w.Put(mvcc.BucketAuth, []byte("authRevision"), binary.BigEndian.AppendUint64(nil, 1))
+			w.Put([]byte(mvcc.BucketAuth), []byte("authRevision"), binary.BigEndian.AppendUint64(nil, 1))
 			return nil
 		}); err != nil {
 			return nil, false, closeStore(err)
@@ -985,7 +985,7 @@ func replayOnto(dst string, b pitrBase, ents []*raftpb.Entry, commit uint64, o P
 	}
 	{
 		v := st.Backend().View()
-		if raw, ok := v.Get(mvcc.BucketMeta, mvcc.MetaConfState); ok {
+		if raw, ok := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaConfState)); ok {
 			var cs confStateJSON
 			if json.Unmarshal(raw, &cs) == nil {
 				for _, id := range cs.Voters {

@@ -46,11 +46,11 @@ func genBenchDB(b *testing.B, path string, keys, versions int) int64 {
 		perm := r.Perm(keys)
 		for start := 0; start < keys; start += 100_000 {
 			err := db.Update(func(tx *bolt.Tx) error {
-				bk, err := tx.CreateBucketIfNotExists(mvcc.BucketKey)
+				bk, err := tx.CreateBucketIfNotExists([]byte(mvcc.BucketKey))
 				if err != nil {
 					return err
 				}
-				if _, err := tx.CreateBucketIfNotExists(mvcc.BucketMeta); err != nil {
+				if _, err := tx.CreateBucketIfNotExists([]byte(mvcc.BucketMeta)); err != nil {
 					return err
 				}
 				bk.FillPercent = 0.9

@@ -16,33 +16,33 @@ import (
 )
 
 // Bucket names, exactly as etcd spells them (wire format: never change).
-var (
-	BucketKey            = []byte("key")
-	BucketMeta           = []byte("meta")
-	BucketLease          = []byte("lease")
-	BucketAlarm          = []byte("alarm")
-	BucketAuth           = []byte("auth")
-	BucketAuthUsers      = []byte("authUsers")
-	BucketAuthRoles      = []byte("authRoles")
-	BucketCluster        = []byte("cluster")
-	BucketMembers        = []byte("members")
-	BucketMembersRemoved = []byte("members_removed")
+const (
+	BucketKey            = "key"
+	BucketMeta           = "meta"
+	BucketLease          = "lease"
+	BucketAlarm          = "alarm"
+	BucketAuth           = "auth"
+	BucketAuthUsers      = "authUsers"
+	BucketAuthRoles      = "authRoles"
+	BucketCluster        = "cluster"
+	BucketMembers        = "members"
+	BucketMembersRemoved = "members_removed"
 )
 
 // AllBuckets returns etcd's buckets in its schema order.
 func AllBuckets() [][]byte {
-	return [][]byte{BucketKey, BucketMeta, BucketLease, BucketAlarm, BucketCluster,
-		BucketMembers, BucketMembersRemoved, BucketAuth, BucketAuthUsers, BucketAuthRoles}
+	return [][]byte{[]byte(BucketKey), []byte(BucketMeta), []byte(BucketLease), []byte(BucketAlarm), []byte(BucketCluster),
+		[]byte(BucketMembers), []byte(BucketMembersRemoved), []byte(BucketAuth), []byte(BucketAuthUsers), []byte(BucketAuthRoles)}
 }
 
 // Meta keys (wire format: never change).
-var (
-	MetaConsistentIndex     = []byte("consistent_index")
-	MetaTerm                = []byte("term")
-	MetaConfState           = []byte("confState")
-	MetaScheduledCompactRev = []byte("scheduledCompactRev")
-	MetaFinishedCompactRev  = []byte("finishedCompactRev")
-	MetaStorageVersion      = []byte("storageVersion")
+const (
+	MetaConsistentIndex     = "consistent_index"
+	MetaTerm                = "term"
+	MetaConfState           = "confState"
+	MetaScheduledCompactRev = "scheduledCompactRev"
+	MetaFinishedCompactRev  = "finishedCompactRev"
+	MetaStorageVersion      = "storageVersion"
 )
 
 // BackendOptions configures a Backend. The zero value gives etcd's defaults.
@@ -336,7 +336,7 @@ func (b *Backend) renewReadTx() error {
 	if err != nil {
 		return fmt.Errorf("mvcc: %s: begin read tx: %w", b.path, err)
 	}
-	r := &readTx{tx: tx, key: tx.Bucket(BucketKey), done: make(chan struct{})}
+	r := &readTx{tx: tx, key: tx.Bucket([]byte(BucketKey)), done: make(chan struct{})}
 	r.refs.Store(1)
 	old := b.rtx
 	b.rtx = r

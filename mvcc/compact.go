@@ -31,7 +31,7 @@ type kvHasher struct {
 }
 
 func newKVHasher(compactRev, rev int64, keep map[Revision]struct{}) *kvHasher {
-	return &kvHasher{h: crc32.Update(0, castagnoli, BucketKey), compactRev: compactRev, rev: rev, keep: keep}
+	return &kvHasher{h: crc32.Update(0, castagnoli, []byte(BucketKey)), compactRev: compactRev, rev: rev, keep: keep}
 }
 
 func (h *kvHasher) write(k, v []byte) error {
@@ -102,7 +102,7 @@ func (s *Store) HashKV(rev int64) (KeyValueHash, int64, error) {
 		c := bk.Cursor()
 		for k, val := c.First(); k != nil; k, val = c.Next() {
 			if err := h.write(k, val); err != nil {
-				return KeyValueHash{}, 0, s.corruptErr(BucketKey, k, err)
+				return KeyValueHash{}, 0, s.corruptErr([]byte(BucketKey), k, err)
 			}
 		}
 	}
@@ -177,7 +177,7 @@ func (s *Store) ScheduleCompact(rev int64) (*Compaction, error) {
 	prev := s.compactRev
 	keep, extra := s.compactIndex(rev)
 	err = s.b.Write(func(w *WriteTx) error {
-		w.Put(BucketMeta, MetaScheduledCompactRev, RevKey(Revision{Main: rev}, false))
+		w.Put([]byte(BucketMeta), []byte(MetaScheduledCompactRev), RevKey(Revision{Main: rev}, false))
 		return nil
 	})
 	s.mu.Unlock()
@@ -306,8 +306,8 @@ func (s *Store) compactIndex(rev int64) (keep, extra map[Revision]struct{}) {
 func (s *Store) prevCompactionCompleted() (bool, error) {
 	v := s.b.View()
 	defer v.Release()
-	sc, scOK := v.Get(BucketMeta, MetaScheduledCompactRev)
-	fc, fcOK := v.Get(BucketMeta, MetaFinishedCompactRev)
+	sc, scOK := v.Get([]byte(BucketMeta), []byte(MetaScheduledCompactRev))
+	fc, fcOK := v.Get([]byte(BucketMeta), []byte(MetaFinishedCompactRev))
 	if scOK != fcOK {
 		return false, nil
 	}
@@ -374,14 +374,14 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 				n++
 				r, _, err := ParseRevKey(k)
 				if err != nil {
-					return s.corruptErr(BucketKey, k, err)
+					return s.corruptErr([]byte(BucketKey), k, err)
 				}
 				_, kept := keep[r]
 				if _, ok := extra[r]; !kept && !ok {
 					dels = append(dels, bytes.Clone(k))
 				}
 				if err := h.write(k, v); err != nil {
-					return s.corruptErr(BucketKey, k, err)
+					return s.corruptErr([]byte(BucketKey), k, err)
 				}
 				from = append(from[:0], k...)
 			}
@@ -393,10 +393,10 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 		last := n < limit
 		err = s.b.Write(func(w *WriteTx) error {
 			for _, d := range dels {
-				w.Delete(BucketKey, d)
+				w.Delete([]byte(BucketKey), d)
 			}
 			if last {
-				w.Put(BucketMeta, MetaFinishedCompactRev, RevKey(Revision{Main: rev}, false))
+				w.Put([]byte(BucketMeta), []byte(MetaFinishedCompactRev), RevKey(Revision{Main: rev}, false))
 			}
 			return nil
 		})

@@ -122,10 +122,10 @@ func (t *txn) rangeKeys(key, end []byte, ro rangeOpts) (kvs []*mvccpb.KeyValue, 
 		k := AppendRevKey(kb[:0], r, false)
 		val, ok := t.v.revValue(r, k)
 		if !ok {
-			return nil, -1, curRev, s.corruptf(BucketKey, k, "revision in the key index is missing from the bucket")
+			return nil, -1, curRev, s.corruptf([]byte(BucketKey), k, "revision in the key index is missing from the bucket")
 		}
 		if err := decodeKV(val, &f); err != nil {
-			return nil, -1, curRev, s.corruptErr(BucketKey, k, err)
+			return nil, -1, curRev, s.corruptErr([]byte(BucketKey), k, err)
 		}
 		kvs[i] = f.toProto(false)
 	}

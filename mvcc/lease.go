@@ -100,14 +100,14 @@ func newLessor(s *Store) *Lessor {
 
 func (le *Lessor) restore(tx *bolt.Tx, keyToLease map[string]int64) error {
 	s := le.s
-	if bk := tx.Bucket(BucketLease); bk != nil {
+	if bk := tx.Bucket([]byte(BucketLease)); bk != nil {
 		err := bk.ForEach(func(k, v []byte) error {
 			if len(k) != 8 {
-				return s.corruptf(BucketLease, k, "key length %d, want 8", len(k))
+				return s.corruptf([]byte(BucketLease), k, "key length %d, want 8", len(k))
 			}
 			rec, err := UnmarshalLeaseRecord(v)
 			if err != nil {
-				return s.corruptErr(BucketLease, k, err)
+				return s.corruptErr([]byte(BucketLease), k, err)
 			}
 			ttl := max(rec.TTL, s.opts.MinLeaseTTL)
 			le.leases[rec.ID] = &Lease{ID: rec.ID, TTL: ttl, RemainingTTL: rec.RemainingTTL, keys: make(map[string]struct{})}
@@ -151,7 +151,7 @@ func (le *Lessor) detach(id int64, key string) {
 }
 
 func (le *Lessor) persist(w *WriteTx, l *Lease) {
-	w.Put(BucketLease, leaseKey(l.ID), LeaseRecord{ID: l.ID, TTL: l.TTL, RemainingTTL: l.RemainingTTL}.Marshal())
+	w.Put([]byte(BucketLease), leaseKey(l.ID), LeaseRecord{ID: l.ID, TTL: l.TTL, RemainingTTL: l.RemainingTTL}.Marshal())
 }
 
 func (le *Lessor) refresh(l *Lease, extend time.Duration) {
@@ -205,7 +205,7 @@ func (le *Lessor) Revoke(id int64) error {
 			t.deleteRange([]byte(k), nil)
 		}
 		delete(le.leases, id)
-		t.w.Delete(BucketLease, leaseKey(id))
+		t.w.Delete([]byte(BucketLease), leaseKey(id))
 		return nil
 	})
 }

@@ -282,7 +282,7 @@ func TestInterruptedCompactionResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(BucketMeta).Put(MetaScheduledCompactRev, RevKey(Revision{Main: 30}, false))
+		return tx.Bucket([]byte(BucketMeta)).Put([]byte(MetaScheduledCompactRev), RevKey(Revision{Main: 30}, false))
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestInterruptedCompactionResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := s2.Backend().View()
-	fc, ok := v.Get(BucketMeta, MetaFinishedCompactRev)
+	fc, ok := v.Get([]byte(BucketMeta), []byte(MetaFinishedCompactRev))
 	v.Release()
 	if !ok || !bytes.Equal(fc, RevKey(Revision{Main: 30}, false)) {
 		t.Fatalf("finishedCompactRev %x", fc)
@@ -309,7 +309,7 @@ func TestInterruptedCompactionResumes(t *testing.T) {
 	// revisions of "a" below 30 are gone from the file
 	n := 0
 	snap := s2.Backend().Snapshot()
-	_ = snap.Tx().Bucket(BucketKey).ForEach(func(k, _ []byte) error { n++; return nil })
+	_ = snap.Tx().Bucket([]byte(BucketKey)).ForEach(func(k, _ []byte) error { n++; return nil })
 	snap.Release()
 	if n >= 41 {
 		t.Fatalf("%d revisions left", n)
@@ -336,7 +336,7 @@ func TestCorruptValueIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := RevKey(Revision{Main: 3}, false)
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketKey).Put(bad, []byte{0x0a, 0x7f}) }); err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(BucketKey)).Put(bad, []byte{0x0a, 0x7f}) }); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -348,7 +348,7 @@ func TestCorruptValueIsAnError(t *testing.T) {
 
 	db, _ = bolt.Open(p, 0o600, nil)
 	_ = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(BucketKey)
+		b := tx.Bucket([]byte(BucketKey))
 		_ = b.Delete(bad)
 		return b.Put([]byte("short"), nil)
 	})
@@ -401,7 +401,7 @@ func TestLeasePersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(BucketLease)
+		b := tx.Bucket([]byte(BucketLease))
 		if got := b.Get(leaseKey(7)); !bytes.Equal(got, []byte{0x08, 7, 0x10, 60, 0x18, 42}) {
 			t.Errorf("lease 7 stored as %x", got)
 		}
@@ -714,7 +714,7 @@ func TestCompactionRunsInBackground(t *testing.T) {
 	}
 	n := 0
 	snap := s.Backend().Snapshot()
-	_ = snap.Tx().Bucket(BucketKey).ForEach(func(k, _ []byte) error { n++; return nil })
+	_ = snap.Tx().Bucket([]byte(BucketKey)).ForEach(func(k, _ []byte) error { n++; return nil })
 	snap.Release()
 	if n != 8 { // puts at 2..21 and 22: 15 is kept, 2..14 are gone
 		t.Fatalf("%d revisions in the key bucket after the resumed compaction, want 8", n)

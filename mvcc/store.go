@@ -102,9 +102,9 @@ func newStore(b *Backend, opts Options) (*Store, error) {
 		// etcd creates key and meta at store creation, lease at lessor
 		// creation, and commits at once.
 		err := b.Write(func(w *WriteTx) error {
-			w.ensureBucket(BucketKey)
-			w.ensureBucket(BucketMeta)
-			w.ensureBucket(BucketLease)
+			w.ensureBucket([]byte(BucketKey))
+			w.ensureBucket([]byte(BucketMeta))
+			w.ensureBucket([]byte(BucketLease))
 			return nil
 		})
 		if err == nil {
@@ -141,7 +141,7 @@ func (s *Store) corruptErr(bucket, key []byte, err error) error {
 
 // readCompactMeta reads a scheduled/finished compact revision.
 func (s *Store) readCompactMeta(tx *bolt.Tx, name []byte) (int64, bool, error) {
-	bk := tx.Bucket(BucketMeta)
+	bk := tx.Bucket([]byte(BucketMeta))
 	if bk == nil {
 		return 0, false, nil
 	}
@@ -151,7 +151,7 @@ func (s *Store) readCompactMeta(tx *bolt.Tx, name []byte) (int64, bool, error) {
 	}
 	r, _, err := ParseRevKey(v)
 	if err != nil {
-		return 0, false, s.corruptErr(BucketMeta, name, err)
+		return 0, false, s.corruptErr([]byte(BucketMeta), name, err)
 	}
 	return r.Main, true, nil
 }
@@ -162,35 +162,35 @@ func (s *Store) restore() (int64, error) {
 	v := s.b.Snapshot()
 	defer v.Release()
 	tx := v.Tx()
-	finished, found, err := s.readCompactMeta(tx, MetaFinishedCompactRev)
+	finished, found, err := s.readCompactMeta(tx, []byte(MetaFinishedCompactRev))
 	if err != nil {
 		return 0, err
 	}
 	if found {
 		s.compactRev = finished
 	}
-	scheduled, _, err := s.readCompactMeta(tx, MetaScheduledCompactRev)
+	scheduled, _, err := s.readCompactMeta(tx, []byte(MetaScheduledCompactRev))
 	if err != nil {
 		return 0, err
 	}
 
 	keyToLease := make(map[string]int64)
 	cur := int64(1)
-	if bk := tx.Bucket(BucketKey); bk != nil {
+	if bk := tx.Bucket([]byte(BucketKey)); bk != nil {
 		c := bk.Cursor()
 		var f kvFields
 		var last *keyIndex
 		for k, val := c.First(); k != nil; k, val = c.Next() {
 			r, tomb, err := ParseRevKey(k)
 			if err != nil {
-				return 0, s.corruptErr(BucketKey, k, err)
+				return 0, s.corruptErr([]byte(BucketKey), k, err)
 			}
 			if r.Main < cur {
-				return 0, s.corruptf(BucketKey, k, "revision %d after %d", r.Main, cur)
+				return 0, s.corruptf([]byte(BucketKey), k, "revision %d after %d", r.Main, cur)
 			}
 			cur = r.Main
 			if err := decodeKV(val, &f); err != nil {
-				return 0, s.corruptErr(BucketKey, k, err)
+				return 0, s.corruptErr([]byte(BucketKey), k, err)
 			}
 			kstr := unsafe.String(unsafe.SliceData(f.key), len(f.key))
 			ki := last
@@ -247,10 +247,10 @@ func (s *Store) CompactRev() int64 {
 func (s *Store) SetConsistentIndex(index, term uint64) error {
 	return s.b.Write(func(w *WriteTx) error {
 		if index > 0 {
-			w.Put(BucketMeta, MetaConsistentIndex, beUint64(index))
+			w.Put([]byte(BucketMeta), []byte(MetaConsistentIndex), beUint64(index))
 		}
 		if term > 0 {
-			w.Put(BucketMeta, MetaTerm, beUint64(term))
+			w.Put([]byte(BucketMeta), []byte(MetaTerm), beUint64(term))
 		}
 		return nil
 	})
@@ -264,13 +264,13 @@ func (s *Store) ConsistentIndex() (index, term uint64, err error) {
 	for _, x := range []struct {
 		k []byte
 		p *uint64
-	}{{MetaConsistentIndex, &index}, {MetaTerm, &term}} {
-		val, ok := v.Get(BucketMeta, x.k)
+	}{{[]byte(MetaConsistentIndex), &index}, {[]byte(MetaTerm), &term}} {
+		val, ok := v.Get([]byte(BucketMeta), x.k)
 		if !ok {
 			continue
 		}
 		if len(val) != 8 {
-			return 0, 0, s.corruptf(BucketMeta, x.k, "length %d, want 8", len(val))
+			return 0, 0, s.corruptf([]byte(BucketMeta), x.k, "length %d, want 8", len(val))
 		}
 		*x.p = beToUint64(val)
 	}

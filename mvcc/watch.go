@@ -334,10 +334,10 @@ func (s *Store) historyEvents(v *View, w *watcher, from, to int64) ([]*mvccpb.Ev
 		k := AppendRevKey(kb[:0], h.r.rev(), false)
 		val, ok := v.revValue(h.r.rev(), k)
 		if !ok {
-			return nil, s.corruptf(BucketKey, k, "revision in the key index is missing from the bucket")
+			return nil, s.corruptf([]byte(BucketKey), k, "revision in the key index is missing from the bucket")
 		}
 		if err := decodeKV(val, &f); err != nil {
-			return nil, s.corruptErr(BucketKey, k, err)
+			return nil, s.corruptErr([]byte(BucketKey), k, err)
 		}
 		evs = append(evs, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: f.toProto(false)})
 	}

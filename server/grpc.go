@@ -315,7 +315,7 @@ func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
 	v := s.eng.Store().Backend().View()
-	if sv, ok := v.Get(mvcc.BucketMeta, mvcc.MetaStorageVersion); ok {
+	if sv, ok := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion)); ok {
 		resp.StorageVersion = string(sv)
 	}
 	v.Release()
@@ -369,11 +369,11 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	err := v.Tx().ForEach(func(name []byte, b *bolt.Bucket) error {
 		h.Write(name)
-		isMeta := string(name) == string(mvcc.BucketMeta)
+		isMeta := string(name) == mvcc.BucketMeta
 		return b.ForEach(func(k, val []byte) error {
 			if isMeta {
 				switch string(k) {
-				case string(mvcc.MetaTerm), string(mvcc.MetaConsistentIndex), string(mvcc.MetaStorageVersion):
+				case mvcc.MetaTerm, mvcc.MetaConsistentIndex, mvcc.MetaStorageVersion:
 					return nil
 				}
 			}

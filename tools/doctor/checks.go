@@ -228,7 +228,7 @@ func (d *doc) checkDB(db *bolt.DB) {
 
 func (d *doc) checkMeta(db *bolt.DB, tx *bolt.Tx, size int64) {
 	r := d.r
-	b := tx.Bucket(mvcc.BucketMeta)
+	b := tx.Bucket([]byte(mvcc.BucketMeta))
 	if b == nil {
 		d.add(SevError, "meta", r.DBPath, -1, "no meta bucket")
 		return
@@ -245,12 +245,12 @@ func (d *doc) checkMeta(db *bolt.DB, tx *bolt.Tx, size int64) {
 		return binary.BigEndian.Uint64(v), true
 	}
 	var ok bool
-	if r.ConsistentIndex, ok = u64(mvcc.MetaConsistentIndex); !ok {
+	if r.ConsistentIndex, ok = u64([]byte(mvcc.MetaConsistentIndex)); !ok {
 		d.add(SevWarn, "consistent-index", r.DBPath, -1, "meta/consistent_index is missing: etcd replays the whole WAL into this db")
 	}
-	r.DBTerm, _ = u64(mvcc.MetaTerm)
-	r.StorageVersion = string(b.Get(mvcc.MetaStorageVersion))
-	for _, name := range [][]byte{mvcc.MetaFinishedCompactRev, mvcc.MetaScheduledCompactRev} {
+	r.DBTerm, _ = u64([]byte(mvcc.MetaTerm))
+	r.StorageVersion = string(b.Get([]byte(mvcc.MetaStorageVersion)))
+	for _, name := range [][]byte{[]byte(mvcc.MetaFinishedCompactRev), []byte(mvcc.MetaScheduledCompactRev)} {
 		v := b.Get(name)
 		if v == nil {
 			continue
@@ -260,13 +260,13 @@ func (d *doc) checkMeta(db *bolt.DB, tx *bolt.Tx, size int64) {
 			d.add(SevError, "meta", r.DBPath, dumpdb.FileOffset(db, size, v), "meta/%s: %v", name, err)
 			continue
 		}
-		if string(name) == string(mvcc.MetaFinishedCompactRev) {
+		if string(name) == mvcc.MetaFinishedCompactRev {
 			r.CompactRev = rev.Main
 		} else if rev.Main > r.CompactRev {
 			d.add(SevInfo, "compaction", r.DBPath, -1, "compaction at %d was scheduled but did not finish; etcd resumes it at boot", rev.Main)
 		}
 	}
-	if v := b.Get(mvcc.MetaConfState); v != nil {
+	if v := b.Get([]byte(mvcc.MetaConfState)); v != nil {
 		var cs struct {
 			Voters   []uint64 `json:"voters"`
 			Learners []uint64 `json:"learners"`
@@ -284,7 +284,7 @@ func (d *doc) checkMeta(db *bolt.DB, tx *bolt.Tx, size int64) {
 
 func (d *doc) checkMembers(db *bolt.DB, tx *bolt.Tx, size int64) {
 	r := d.r
-	if b := tx.Bucket(mvcc.BucketMembers); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketMembers)); b != nil {
 		_ = b.ForEach(func(k, v []byte) error {
 			if dec := dumpdb.Decode("members", k, v); dec.Err != nil {
 				d.add(SevError, "membership", r.DBPath, dumpdb.PairOffset(db, tx, d.r.DBPath, size, "members", k, v), "members/%q: %v", k, dec.Err)
@@ -293,7 +293,7 @@ func (d *doc) checkMembers(db *bolt.DB, tx *bolt.Tx, size int64) {
 			return nil
 		})
 	}
-	if b := tx.Bucket(mvcc.BucketMembersRemoved); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketMembersRemoved)); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
 			d.removed[string(k)] = true
 			return nil
@@ -302,7 +302,7 @@ func (d *doc) checkMembers(db *bolt.DB, tx *bolt.Tx, size int64) {
 }
 
 func (d *doc) checkLeases(db *bolt.DB, tx *bolt.Tx, size int64) {
-	if b := tx.Bucket(mvcc.BucketLease); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketLease)); b != nil {
 		_ = b.ForEach(func(k, v []byte) error {
 			if dec := dumpdb.Decode("lease", k, v); dec.Err != nil {
 				d.add(SevError, "lease", d.r.DBPath, dumpdb.PairOffset(db, tx, d.r.DBPath, size, "lease", k, v), "lease %x: %v", k, dec.Err)
@@ -316,7 +316,7 @@ func (d *doc) checkLeases(db *bolt.DB, tx *bolt.Tx, size int64) {
 // increasing, values decoding, a put's mod_revision equal to its revision.
 func (d *doc) checkKeys(db *bolt.DB, tx *bolt.Tx, size int64) {
 	r := d.r
-	b := tx.Bucket(mvcc.BucketKey)
+	b := tx.Bucket([]byte(mvcc.BucketKey))
 	if b == nil {
 		d.add(SevError, "revisions", r.DBPath, -1, "no key bucket")
 		return

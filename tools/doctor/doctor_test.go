@@ -243,17 +243,17 @@ func TestDamagedDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		kb := tx.Bucket(mvcc.BucketKey)
+		kb := tx.Bucket([]byte(mvcc.BucketKey))
 		if err := kb.Put(bad, []byte{0x0a, 0xff}); err != nil {
 			return err
 		}
 		if err := kb.Put(liar, mvcc.EncodeKeyValueFields([]byte("x"), 201, 7, 1, []byte("v"), 0)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(mvcc.BucketLease).Put([]byte{1}, []byte{0xff}); err != nil {
+		if err := tx.Bucket([]byte(mvcc.BucketLease)).Put([]byte{1}, []byte{0xff}); err != nil {
 			return err
 		}
-		return tx.Bucket(mvcc.BucketMembers).Put([]byte("abc"), []byte(`{"id":2748,"peerURLs":["http://x:1"]}`))
+		return tx.Bucket([]byte(mvcc.BucketMembers)).Put([]byte("abc"), []byte(`{"id":2748,"peerURLs":["http://x:1"]}`))
 	})
 	db.Close()
 	if err != nil {
@@ -360,7 +360,7 @@ func TestSnapshotFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(mvcc.BucketMembers).Put([]byte("abc"), []byte(`{"id":2748,"peerURLs":["http://x:1"]}`))
+		return tx.Bucket([]byte(mvcc.BucketMembers)).Put([]byte("abc"), []byte(`{"id":2748,"peerURLs":["http://x:1"]}`))
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -380,7 +380,7 @@ func newKeys() *cobra.Command {
 
 // metaRev reads a compact revision from the meta bucket (-1 if absent).
 func metaRev(tx *bolt.Tx, name []byte) int64 {
-	if b := tx.Bucket(mvcc.BucketMeta); b != nil {
+	if b := tx.Bucket([]byte(mvcc.BucketMeta)); b != nil {
 		if r, _, err := mvcc.ParseRevKey(b.Get(name)); err == nil {
 			return r.Main
 		}
@@ -423,8 +423,8 @@ key bucket.`,
 			var compact, current int64 = -1, 1
 			err = safe(func() error {
 				return db.View(func(tx *bolt.Tx) error {
-					compact = metaRev(tx, mvcc.MetaFinishedCompactRev)
-					b := tx.Bucket(mvcc.BucketKey)
+					compact = metaRev(tx, []byte(mvcc.MetaFinishedCompactRev))
+					b := tx.Bucket([]byte(mvcc.BucketKey))
 					if b == nil {
 						return nil
 					}

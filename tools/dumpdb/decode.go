@@ -227,7 +227,7 @@ func decodeMeta(k, v []byte) Decoded {
 	d := raw(k, v, nil)
 	o := (&cli.Object{}).Set("key", string(k))
 	switch string(k) {
-	case string(mvcc.MetaConsistentIndex), string(mvcc.MetaTerm):
+	case mvcc.MetaConsistentIndex, mvcc.MetaTerm:
 		if len(v) != 8 {
 			d.Err = fmt.Errorf("%s is %d bytes, want an 8-byte uint64", k, len(v))
 			return d
@@ -236,7 +236,7 @@ func decodeMeta(k, v []byte) Decoded {
 		d.Etcd = fmt.Sprintf("key=%q, value=%v", k, n)
 		d.Value = strconv.FormatUint(n, 10)
 		d.JSON = o.Set("value", n)
-	case string(mvcc.MetaScheduledCompactRev), string(mvcc.MetaFinishedCompactRev):
+	case mvcc.MetaScheduledCompactRev, mvcc.MetaFinishedCompactRev:
 		r, _, err := mvcc.ParseRevKey(v)
 		if err != nil {
 			d.Err = err
@@ -245,7 +245,7 @@ func decodeMeta(k, v []byte) Decoded {
 		d.Etcd = fmt.Sprintf("key=%q, value={%d %d}", k, r.Main, r.Sub)
 		d.Value = strconv.FormatInt(r.Main, 10)
 		d.JSON = o.Set("value", r.Main)
-	case string(mvcc.MetaConfState):
+	case mvcc.MetaConfState:
 		var cs map[string]any
 		if err := json.Unmarshal(v, &cs); err != nil {
 			d.Err = fmt.Errorf("confState is not JSON: %v", err)

@@ -143,8 +143,8 @@ func describePairs(pairs [][2][]byte) []string {
 }
 
 func openSide(tx *bolt.Tx, db *bolt.DB, path string) *side {
-	s := &side{path: path, db: db, size: fileSize(path), compact: metaRev(tx, mvcc.MetaFinishedCompactRev), last: 1, keys: map[string]keyState{}}
-	b := tx.Bucket(mvcc.BucketKey)
+	s := &side{path: path, db: db, size: fileSize(path), compact: metaRev(tx, []byte(mvcc.MetaFinishedCompactRev)), last: 1, keys: map[string]keyState{}}
+	b := tx.Bucket([]byte(mvcc.BucketKey))
 	if b == nil {
 		s.cur = nil
 		return s

@@ -77,9 +77,9 @@ func HashKV(db *bolt.DB, path string, rev int64, progress ...func(done int64)) (
 	}
 	err := safe(func() error {
 		return db.View(func(tx *bolt.Tx) error {
-			compact := metaRev(tx, mvcc.MetaFinishedCompactRev)
-			current := max(int64(1), compact, metaRev(tx, mvcc.MetaScheduledCompactRev))
-			b := tx.Bucket(mvcc.BucketKey)
+			compact := metaRev(tx, []byte(mvcc.MetaFinishedCompactRev))
+			current := max(int64(1), compact, metaRev(tx, []byte(mvcc.MetaScheduledCompactRev)))
+			b := tx.Bucket([]byte(mvcc.BucketKey))
 			if b != nil {
 				c := b.Cursor()
 				for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
@@ -126,7 +126,7 @@ func HashKV(db *bolt.DB, path string, rev int64, progress ...func(done int64)) (
 					kept[l.rev] = true
 				}
 			}
-			h := crc32.Update(0, crc32.MakeTable(crc32.Castagnoli), mvcc.BucketKey)
+			h := crc32.Update(0, crc32.MakeTable(crc32.Castagnoli), []byte(mvcc.BucketKey))
 			table := crc32.MakeTable(crc32.Castagnoli)
 			if b != nil {
 				c := b.Cursor()

@@ -1,7 +1,6 @@
 package dumpdb
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -35,9 +34,9 @@ func DBHash(db *bolt.DB, excludeMeta bool, progress ...func(done int64)) (uint32
 					continue
 				}
 				h.Write(name)
-				isMeta := bytes.Equal(name, mvcc.BucketMeta)
+				isMeta := string(name) == mvcc.BucketMeta
 				if err := b.ForEach(func(k, v []byte) error {
-					if excludeMeta && isMeta && (bytes.Equal(k, mvcc.MetaTerm) || bytes.Equal(k, mvcc.MetaConsistentIndex) || bytes.Equal(k, mvcc.MetaStorageVersion)) {
+					if excludeMeta && isMeta && (string(k) == mvcc.MetaTerm || string(k) == mvcc.MetaConsistentIndex || string(k) == mvcc.MetaStorageVersion) {
 						return nil
 					}
 					h.Write(k)

@@ -155,8 +155,8 @@ func SaveFromDataDir(fsys vfs.FS, dataDir, walDir, dst string, lockTimeout time.
 	var ci uint64
 	go func() {
 		err := b.DB().View(func(tx *bolt.Tx) error {
-			if m := tx.Bucket(mvcc.BucketMeta); m != nil {
-				if v := m.Get(mvcc.MetaConsistentIndex); len(v) == 8 {
+			if m := tx.Bucket([]byte(mvcc.BucketMeta)); m != nil {
+				if v := m.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
 					ci = binary.BigEndian.Uint64(v)
 				}
 			}

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -162,7 +161,7 @@ func (st *Status) scan(tx *bolt.Tx) error {
 			return fmt.Errorf("snapshot status: %s: nil bucket %q", st.Path, name)
 		}
 		h.Write(name)
-		isKey := bytes.Equal(name, mvcc.BucketKey)
+		isKey := string(name) == mvcc.BucketKey
 		if err := b.ForEach(func(k, v []byte) error {
 			h.Write(k)
 			h.Write(v)
@@ -195,22 +194,22 @@ func (st *Status) scan(tx *bolt.Tx) error {
 			st.TotalKey++
 		}
 	}
-	if m := tx.Bucket(mvcc.BucketMeta); m != nil {
-		st.Version = string(m.Get(mvcc.MetaStorageVersion))
+	if m := tx.Bucket([]byte(mvcc.BucketMeta)); m != nil {
+		st.Version = string(m.Get([]byte(mvcc.MetaStorageVersion)))
 		for _, x := range []struct {
 			k []byte
 			p *int64
-		}{{mvcc.MetaFinishedCompactRev, &st.CompactRevision}, {mvcc.MetaScheduledCompactRev, &st.ScheduledCompactRevision}} {
+		}{{[]byte(mvcc.MetaFinishedCompactRev), &st.CompactRevision}, {[]byte(mvcc.MetaScheduledCompactRev), &st.ScheduledCompactRevision}} {
 			if v := m.Get(x.k); len(v) > 0 {
 				if r, _, err := mvcc.ParseRevKey(v); err == nil {
 					*x.p = r.Main
 				}
 			}
 		}
-		if v := m.Get(mvcc.MetaConsistentIndex); len(v) == 8 {
+		if v := m.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
 			st.ConsistentIndex = binary.BigEndian.Uint64(v)
 		}
-		if v := m.Get(mvcc.MetaTerm); len(v) == 8 {
+		if v := m.Get([]byte(mvcc.MetaTerm)); len(v) == 8 {
 			st.Term = binary.BigEndian.Uint64(v)
 		}
 	}
