@@ -244,13 +244,22 @@ func (s *Store) CompactRev() int64 {
 // SetConsistentIndex records the raft index and term of the last applied
 // entry in the meta bucket, as etcd's commit hook does (term only if > 0,
 // index never as 0).
+// The keys every applied entry writes, as shared slices: converting the
+// constants at each write would allocate (the batch keeps the key). They
+// are never modified.
+var (
+	bucketMetaBytes          = []byte(BucketMeta)
+	metaConsistentIndexBytes = []byte(MetaConsistentIndex)
+	metaTermBytes            = []byte(MetaTerm)
+)
+
 func (s *Store) SetConsistentIndex(index, term uint64) error {
 	return s.b.Write(func(w *WriteTx) error {
 		if index > 0 {
-			w.Put([]byte(BucketMeta), []byte(MetaConsistentIndex), beUint64(index))
+			w.Put(bucketMetaBytes, metaConsistentIndexBytes, beUint64(index))
 		}
 		if term > 0 {
-			w.Put([]byte(BucketMeta), []byte(MetaTerm), beUint64(term))
+			w.Put(bucketMetaBytes, metaTermBytes, beUint64(term))
 		}
 		return nil
 	})
