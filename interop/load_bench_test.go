@@ -2,10 +2,12 @@ package interop
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,7 +22,7 @@ import (
 // range) against etckit serve and against etcd 3.7.3 embed, both started
 // the same way in this process (fsync on, default snapshot count, 100 ms
 // heartbeat, their own temp dir, 127.0.0.1 random port), alternately: for
-// every case etckit runs, then etcd, each on a fresh member.
+// every case one runs, then the other, each on a fresh member.
 //
 //   - op=put: each request puts a random 8-byte key out of 100,000 (seeded)
 //     with a 256-byte value, as `benchmark put --key-size 8
@@ -32,8 +34,23 @@ import (
 // b.N is the total number of requests, shared by the clients; each client
 // has its own gRPC connection. Reported: ops/s over the whole run and the
 // p99 request latency in ms. Run with a fixed count, e.g.
-// -benchtime 20000x (see BENCHMARKS.md).
+// -benchtime 40000x (see BENCHMARKS.md).
+//
+// Neither implementation may inherit the other's teardown (its garbage, its
+// goroutines winding down): the heap is collected before each member
+// starts, and -load.first says which implementation runs first in every
+// case, so that a series of processes can alternate it.
+var loadFirst = flag.String("load.first", "etckit", "BenchmarkLoad: the implementation that runs first in each case (etckit or etcd)")
+
 func BenchmarkLoad(b *testing.B) {
+	impls := []string{"etckit", "etcd"}
+	switch *loadFirst {
+	case "etckit":
+	case "etcd":
+		impls = []string{"etcd", "etckit"}
+	default:
+		b.Fatalf("-load.first %q: want etckit or etcd", *loadFirst)
+	}
 	const seed = 42
 	b.Logf("seed %d", seed)
 	value := make([]byte, 256)
@@ -42,7 +59,8 @@ func BenchmarkLoad(b *testing.B) {
 	}
 	for _, op := range []string{"put", "range-linearizable", "range-serializable"} {
 		for _, clients := range []int{16, 100} {
-			for _, impl := range []string{"etckit", "etcd"} {
+			for _, impl := range impls {
+				runtime.GC()
 				dir := filepath.Join(b.TempDir(), impl)
 				m := launch(b, impl, dir)
 				conns := make([]*grpc.ClientConn, clients)
