@@ -10,6 +10,9 @@
 // zero-filled past its last record. The next segment is prepared in the
 // background as 0.tmp / 1.tmp. Writers lock every segment they hold with
 // etcd's locks (Linux OFD locks, flock elsewhere); readers take no lock.
+// While appending, a writer also writes zeros a few MiB ahead of its
+// records (zero.go): the bytes stay the same, but the preallocated blocks
+// become written ones, so fdatasync has no extent conversion to journal.
 //
 // # Frame
 //
