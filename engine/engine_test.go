@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etckit/etckit/corrupt"
 	"github.com/etckit/etckit/internal/fixture"
@@ -144,18 +146,25 @@ func put(id uint64, key, val string) []byte {
 // Ready loop would.
 func appendNormal(t *testing.T, e *Engine, cc *confChanger, term uint64, data []byte) Result {
 	t.Helper()
+	res, err := saveAndApply(e, cc, term, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// saveAndApply is appendNormal for goroutines other than the test's.
+func saveAndApply(e *Engine, cc *confChanger, term uint64, data []byte) (Result, error) {
 	last, _ := e.RaftStorage().LastIndex()
 	typ := raftpb.EntryNormal
 	ent := &raftpb.Entry{Term: proto.Uint64(term), Index: proto.Uint64(last + 1), Type: &typ, Data: data}
 	hs := &raftpb.HardState{Term: proto.Uint64(term), Vote: proto.Uint64(e.ID()), Commit: proto.Uint64(last + 1)}
 	if err := e.SaveReady(hs, []*raftpb.Entry{ent}, nil); err != nil {
-		t.Fatal(err)
+		return Result{}, err
 	}
 	var res Result
-	if err := e.Apply([]*raftpb.Entry{ent}, cc.apply, func(r Result) { res = r }); err != nil {
-		t.Fatal(err)
-	}
-	return res
+	err := e.Apply([]*raftpb.Entry{ent}, cc.apply, func(r Result) { res = r })
+	return res, err
 }
 
 func TestBootstrapLayoutAndApply(t *testing.T) {
@@ -453,5 +462,64 @@ func TestSnapshotAfterReplayKeepsVoters(t *testing.T) {
 	last := snaps[len(snaps)-1]
 	if last.Index != 113 || len(last.ConfState.GetVoters()) != 1 {
 		t.Fatalf("snapshot record %d has voters %v", last.Index, last.ConfState.GetVoters())
+	}
+}
+
+// TestCompactionDoesNotHoldApply: applying a compaction answers once the
+// index is compacted and the schedule committed; the physical compaction
+// (here pausing an hour between batches of 2 revisions) runs behind the
+// entries applied after it, and closing the engine interrupts it.
+func TestCompactionDoesNotHoldApply(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m1.etckit")
+	opts := Options{Name: "m1", DataDir: dir, InitialCluster: "m1=http://127.0.0.1:2380", NoSync: true}
+	opts.MVCC.CompactionBatchLimit = 2
+	opts.MVCC.CompactionSleepInterval = time.Hour
+	e, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &confChanger{}
+	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+		t.Fatal(err)
+	}
+	appendNormal(t, e, cc, 2, nil)
+	for i := range 20 {
+		appendNormal(t, e, cc, 2, put(uint64(100+i), "k", fmt.Sprint(i)))
+	}
+	compact, _ := proto.Marshal(&pb.InternalRaftRequest{Header: &pb.RequestHeader{ID: 200}, Compaction: &pb.CompactionRequest{Revision: 15}})
+	// A watchdog, not a timing: an apply held by the physical compaction
+	// would wait an hour; after a minute the store is closed, which ends
+	// the pause, and the test fails.
+	done := make(chan error, 1)
+	var rs [2]Result
+	go func() {
+		var err error
+		if rs[0], err = saveAndApply(e, cc, 2, compact); err == nil {
+			rs[1], err = saveAndApply(e, cc, 2, put(201, "k", "after"))
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		e.Store().Close()
+		t.Fatal("applying a compaction waited for its physical part")
+	}
+	if r := rs[0]; r.Err != nil || r.ID != 200 {
+		t.Fatalf("compaction result %+v", r)
+	}
+	if r := rs[1]; r.Err != nil || r.Resp.(*pb.PutResponse).Header.Revision != 22 {
+		t.Fatalf("put after the compaction: %+v", r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.Store().WaitCompacted(ctx, 15); err != context.Canceled {
+		t.Fatalf("physical compaction already done (%v) in spite of its hour-long pauses", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
