@@ -381,7 +381,7 @@ func (s *Server) run() {
 			s.rn.Tick()
 		case <-s.wakec:
 		case c := <-s.confc:
-			c.cs <- s.rn.ApplyConfChange(c.cc)
+			s.serveConf(c)
 		case <-s.stopc:
 			return
 		}
@@ -534,7 +534,7 @@ func (s *Server) handleReady(rd raft.Ready) error {
 			case <-job.done:
 				job.done = nil
 			case c := <-s.confc:
-				c.cs <- s.rn.ApplyConfChange(c.cc)
+				s.serveConf(c)
 			case <-s.stopc:
 				return nil
 			}
@@ -550,12 +550,15 @@ func (s *Server) startApply(job *applyJob) bool {
 		case s.applyc <- *job:
 			return true
 		case c := <-s.confc:
-			c.cs <- s.rn.ApplyConfChange(c.cc)
+			s.serveConf(c)
 		case <-s.stopc:
 			return false
 		}
 	}
 }
+
+// serveConf applies c's conf change to raft and answers c; raft loop only.
+func (s *Server) serveConf(c confApply) { c.cs <- s.rn.ApplyConfChange(c.cc) }
 
 // applyConfChange applies a committed conf change to raft, on the raft
 // loop (the apply goroutine's engine.ConfChanger). The loop serves it while
@@ -740,12 +743,8 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 		resultChans.Put(ch)
 		switch {
 		case res.Err == errProposalTimeout:
-			// as etcd's parseProposeCtxErr
 			s.metrics.proposalsFailed.Add(1)
-			if s.Leader() == 0 {
-				return nil, rpctypes.ErrGRPCNoLeader
-			}
-			return nil, rpctypes.ErrGRPCTimeout
+			return nil, s.timeoutErr()
 		case errors.Is(res.Err, raft.ErrProposalDropped):
 			s.metrics.proposalsFailed.Add(1)
 		}
@@ -760,21 +759,13 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 	}
 }
 
-// contextErr maps a failed wait as etcd's parseProposeCtxErr does.
-func (s *Server) contextErr(parent, ctx context.Context, err error) error {
-	if errors.Is(err, raft.ErrStopped) {
-		return rpctypes.ErrGRPCStopped
+// timeoutErr is the error of a request that ran out of the request
+// timeout, as etcd's parseProposeCtxErr maps it.
+func (s *Server) timeoutErr() error {
+	if s.Leader() == 0 {
+		return rpctypes.ErrGRPCNoLeader
 	}
-	if parent.Err() != nil {
-		return parent.Err()
-	}
-	if ctx.Err() != nil {
-		if s.Leader() == 0 {
-			return rpctypes.ErrGRPCNoLeader
-		}
-		return rpctypes.ErrGRPCTimeout
-	}
-	return err
+	return rpctypes.ErrGRPCTimeout
 }
 
 // notifier is shared by the readers that wait for the same ReadIndex.
@@ -847,7 +838,7 @@ func (s *Server) readIndexRound() error {
 			// its term; ask again.
 			s.readIndex(rctx)
 		case <-ctx.Done():
-			return s.contextErr(context.Background(), ctx, ctx.Err())
+			return s.timeoutErr()
 		case <-s.stopc:
 			return rpctypes.ErrGRPCStopped
 		}
