@@ -2,7 +2,6 @@ package wal
 
 import (
 	"sync"
-	"time"
 
 	"github.com/etckit/etckit/vfs"
 )
@@ -116,6 +115,18 @@ func (z *zeroAhead) wanted() bool {
 	return z.failed == nil && z.zeroed < z.size && z.perSync <= zeroMaxPerSync
 }
 
+// nextPiece is the piece to zero next, past everything the writer has
+// claimed or waits to claim; ok is false when there is nothing to do.
+// z.mu held.
+func (z *zeroAhead) nextPiece() (from, to int64, ok bool) {
+	from = max(z.zeroed, alignUp(max(z.claimed, z.want), pageBytes))
+	target := min(z.claimed+zeroLookahead, z.size)
+	if from >= target || !z.wanted() {
+		return 0, 0, false
+	}
+	return from, min(from+zeroPiece, target), true
+}
+
 // synced records that the writer synced everything below off.
 func (z *zeroAhead) synced(off int64) {
 	z.mu.Lock()
@@ -147,13 +158,11 @@ func (z *zeroAhead) run() {
 			default:
 			}
 			z.mu.Lock()
-			from := max(z.zeroed, alignUp(max(z.claimed, z.want), pageBytes))
-			target := min(z.claimed+zeroLookahead, z.size)
-			if from >= target || !z.wanted() {
+			from, to, ok := z.nextPiece()
+			if !ok {
 				z.mu.Unlock()
 				break
 			}
-			to := min(from+zeroPiece, target)
 			z.busy, z.busyFrom, z.busyTo = true, from, to
 			z.mu.Unlock()
 
@@ -212,22 +221,5 @@ func (t *tailWriter) stop() {
 	if t.z != nil {
 		t.z.stop()
 		t.z = nil
-	}
-}
-
-// settle waits until the zeroer has zeroed all it means to (tests).
-func (z *zeroAhead) settle() {
-	for {
-		z.mu.Lock()
-		done := !z.wanted() || max(z.zeroed, alignUp(z.claimed, pageBytes)) >= min(z.claimed+zeroLookahead, z.size)
-		z.mu.Unlock()
-		if done {
-			return
-		}
-		select {
-		case z.kick <- struct{}{}:
-		default:
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -116,7 +117,7 @@ func TestZeroAheadConvertsExtents(t *testing.T) {
 			}
 		}
 		if z := w.tw.z; z != nil {
-			z.settle()
+			settle(z)
 		}
 		from = alignUp(w.tw.off, pageBytes)
 		to = from + zeroLookahead/2
@@ -222,5 +223,22 @@ func TestZeroAheadPausesForLargeSyncs(t *testing.T) {
 	z.mu.Unlock()
 	if wanted || !behind {
 		t.Fatalf("after 1 MiB syncs (average %d bytes per sync): zeroing wanted %v, behind the writer %v", perSync, wanted, behind)
+	}
+}
+
+// settle waits until the zeroer has zeroed all it means to.
+func settle(z *zeroAhead) {
+	for {
+		z.mu.Lock()
+		_, _, pending := z.nextPiece()
+		z.mu.Unlock()
+		if !pending {
+			return
+		}
+		select {
+		case z.kick <- struct{}{}:
+		default:
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
