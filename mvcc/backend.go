@@ -170,27 +170,29 @@ func (p *batch) lookupOther(bucket, key []byte) (op, bool) {
 // bucketName returns bucket as a string, without allocating for the
 // buckets etcd defines.
 func bucketName(bucket []byte) string {
+	// One case per name: returning the constant, not string(bucket),
+	// is what avoids the allocation.
 	switch string(bucket) {
-	case "key":
-		return "key"
-	case "meta":
-		return "meta"
-	case "lease":
-		return "lease"
-	case "alarm":
-		return "alarm"
-	case "cluster":
-		return "cluster"
-	case "members":
-		return "members"
-	case "members_removed":
-		return "members_removed"
-	case "auth":
-		return "auth"
-	case "authUsers":
-		return "authUsers"
-	case "authRoles":
-		return "authRoles"
+	case BucketKey:
+		return BucketKey
+	case BucketMeta:
+		return BucketMeta
+	case BucketLease:
+		return BucketLease
+	case BucketAlarm:
+		return BucketAlarm
+	case BucketCluster:
+		return BucketCluster
+	case BucketMembers:
+		return BucketMembers
+	case BucketMembersRemoved:
+		return BucketMembersRemoved
+	case BucketAuth:
+		return BucketAuth
+	case BucketAuthUsers:
+		return BucketAuthUsers
+	case BucketAuthRoles:
+		return BucketAuthRoles
 	}
 	return string(bucket)
 }
