@@ -32,8 +32,8 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	crashes, replayed := 0, 0
@@ -71,7 +71,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		ci, _, _ := e2.Store().ConsistentIndex()
 		n := 0
-		if err := e2.Apply(committed(t, e2), (&confChanger{}).apply, func(Result) { n++ }); err != nil {
+		if err := e2.Apply(committed(t, e2), NewConfTracker(nil).Apply, func(Result) { n++ }); err != nil {
 			t.Fatalf("step %d: replay: %v", i, err)
 		}
 		replayed += n

@@ -41,35 +41,6 @@ func TestIDsAsEtcd(t *testing.T) {
 	}
 }
 
-// confChanger applies conf changes to a ConfState the way raft does for the
-// simple changes etcd proposes (no joint consensus).
-type confChanger struct{ cs raftpb.ConfState }
-
-func (c *confChanger) apply(cci raftpb.ConfChangeI) *raftpb.ConfState {
-	for _, ch := range cci.AsV2().GetChanges() {
-		id := ch.GetNodeId()
-		c.cs.Voters = remove(c.cs.Voters, id)
-		c.cs.Learners = remove(c.cs.Learners, id)
-		switch ch.GetType() {
-		case raftpb.ConfChangeAddNode:
-			c.cs.Voters = append(c.cs.Voters, id)
-		case raftpb.ConfChangeAddLearnerNode:
-			c.cs.Learners = append(c.cs.Learners, id)
-		}
-	}
-	return proto.Clone(&c.cs).(*raftpb.ConfState)
-}
-
-func remove(s []uint64, id uint64) []uint64 {
-	out := s[:0]
-	for _, x := range s {
-		if x != id {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 // committed returns the committed entries of the raft log after the
 // snapshot, as raft would deliver them at start.
 func committed(t *testing.T, e *Engine) []*raftpb.Entry {
@@ -123,9 +94,9 @@ func TestOpenFixtures(t *testing.T) {
 			check("open")
 			// Replaying the committed log changes nothing: every entry is at
 			// or below the db's consistent_index.
-			cc := &confChanger{}
+			cc := NewConfTracker(nil)
 			n := 0
-			if err := e.Apply(committed(t, e), cc.apply, func(Result) { n++ }); err != nil {
+			if err := e.Apply(committed(t, e), cc.Apply, func(Result) { n++ }); err != nil {
 				t.Fatal(err)
 			}
 			check("replay")
@@ -144,7 +115,7 @@ func put(id uint64, key, val string) []byte {
 
 // appendNormal persists and applies one normal entry, as the server's
 // Ready loop would.
-func appendNormal(t *testing.T, e *Engine, cc *confChanger, term uint64, data []byte) Result {
+func appendNormal(t *testing.T, e *Engine, cc *ConfTracker, term uint64, data []byte) Result {
 	t.Helper()
 	res, err := saveAndApply(e, cc, term, data)
 	if err != nil {
@@ -154,7 +125,7 @@ func appendNormal(t *testing.T, e *Engine, cc *confChanger, term uint64, data []
 }
 
 // saveAndApply is appendNormal for goroutines other than the test's.
-func saveAndApply(e *Engine, cc *confChanger, term uint64, data []byte) (Result, error) {
+func saveAndApply(e *Engine, cc *ConfTracker, term uint64, data []byte) (Result, error) {
 	last, _ := e.RaftStorage().LastIndex()
 	typ := raftpb.EntryNormal
 	ent := &raftpb.Entry{Term: proto.Uint64(term), Index: proto.Uint64(last + 1), Type: &typ, Data: data}
@@ -163,7 +134,7 @@ func saveAndApply(e *Engine, cc *confChanger, term uint64, data []byte) (Result,
 		return Result{}, err
 	}
 	var res Result
-	err := e.Apply([]*raftpb.Entry{ent}, cc.apply, func(r Result) { res = r })
+	err := e.Apply([]*raftpb.Entry{ent}, cc.Apply, func(r Result) { res = r })
 	return res, err
 }
 
@@ -194,8 +165,8 @@ func TestBootstrapLayoutAndApply(t *testing.T) {
 		}
 	}
 	// Apply the bootstrap conf change, then two puts.
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	empty := appendNormal(t, e, cc, 2, nil) // the new leader's empty entry
@@ -274,8 +245,8 @@ func TestSnapshotAndPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	snaps := 0
@@ -319,7 +290,7 @@ func TestSnapshotAndPurge(t *testing.T) {
 	if e2.Store().Rev() != 101 {
 		t.Fatalf("rev %d", e2.Store().Rev())
 	}
-	if err := e2.Apply(committed(t, e2), cc.apply, nil); err != nil {
+	if err := e2.Apply(committed(t, e2), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	if e2.Store().Rev() != 101 {
@@ -349,8 +320,8 @@ func TestReplayAboveConsistentIndex(t *testing.T) {
 	}
 	defer e.Close()
 	n := 0
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, func(Result) { n++ }); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, func(Result) { n++ }); err != nil {
 		t.Fatal(err)
 	}
 	if ci, _, _ := e.Store().ConsistentIndex(); ci != 113 {
@@ -445,8 +416,8 @@ func TestSnapshotAfterReplayKeepsVoters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, func(Result) {}); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, func(Result) {}); err != nil {
 		t.Fatal(err)
 	}
 	if v := e.ConfState().GetVoters(); len(v) != 1 || v[0] != 0x2e1259d415f2a040 {
@@ -478,8 +449,8 @@ func TestCompactionDoesNotHoldApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	appendNormal(t, e, cc, 2, nil)

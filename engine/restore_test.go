@@ -538,8 +538,8 @@ func TestRestorePointInTimeBases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := &confChanger{}
-	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+	cc := NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	at := map[uint64][]string{} // keyspace after each index

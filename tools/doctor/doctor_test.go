@@ -128,8 +128,8 @@ func member(t *testing.T, dir string, applied int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := &confState{}
-	if err := e.Apply(committed(t, e), cc.apply, nil); err != nil {
+	cc := engine.NewConfTracker(nil)
+	if err := e.Apply(committed(t, e), cc.Apply, nil); err != nil {
 		t.Fatal(err)
 	}
 	typ := raftpb.EntryNormal
@@ -142,7 +142,7 @@ func member(t *testing.T, dir string, applied int) {
 			t.Fatal(err)
 		}
 		if i <= applied {
-			if err := e.Apply([]*raftpb.Entry{ent}, cc.apply, nil); err != nil {
+			if err := e.Apply([]*raftpb.Entry{ent}, cc.Apply, nil); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -10,8 +10,6 @@ import (
 
 	"github.com/etckit/etckit/engine"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // Replay is the state a member reaches at boot, found by applying the
@@ -64,34 +62,6 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// confState follows conf changes as raft would apply them.
-type confState struct{ cs raftpb.ConfState }
-
-func (c *confState) apply(cci raftpb.ConfChangeI) *raftpb.ConfState {
-	for _, ch := range cci.AsV2().GetChanges() {
-		id := ch.GetNodeId()
-		c.cs.Voters = without(c.cs.Voters, id)
-		c.cs.Learners = without(c.cs.Learners, id)
-		switch ch.GetType() {
-		case raftpb.ConfChangeAddNode:
-			c.cs.Voters = append(c.cs.Voters, id)
-		case raftpb.ConfChangeAddLearnerNode:
-			c.cs.Learners = append(c.cs.Learners, id)
-		}
-	}
-	return proto.Clone(&c.cs).(*raftpb.ConfState)
-}
-
-func without(s []uint64, id uint64) []uint64 {
-	out := s[:0:0]
-	for _, x := range s {
-		if x != id {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 // runReplay copies the member (WAL, snap directory) into a temporary
 // directory, opens it with the engine (which recovers it exactly as the
 // server does) and applies the committed entries past consistent_index.
@@ -131,9 +101,8 @@ func runReplay(dataDir, walDir, snapDir string) (*Replay, error) {
 		if err != nil {
 			return nil, fmt.Errorf("entries %d..%d: %w", p.From, p.To, err)
 		}
-		cc := &confState{}
-		proto.Merge(&cc.cs, e.ConfState())
-		if err := e.Apply(ents, cc.apply, nil); err != nil {
+		cc := engine.NewConfTracker(e.ConfState())
+		if err := e.Apply(ents, cc.Apply, nil); err != nil {
 			return nil, err
 		}
 		p.Applied = len(ents)
