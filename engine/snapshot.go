@@ -55,14 +55,42 @@ func (e *Engine) Snapshot() error {
 	e.mu.Lock()
 	e.snapshotIndex = index
 	e.mu.Unlock()
-	if index > e.opts.CatchUpEntries {
-		if err := e.rs.Compact(index - e.opts.CatchUpEntries); err != nil {
-			return fmt.Errorf("engine: compact raft log at %d: %w", index-e.opts.CatchUpEntries, err)
-		}
+	if err := e.compactRaftLog(index); err != nil {
+		return err
 	}
 	e.log.Info("saved snapshot", "index", index, "term", md.GetTerm())
 	_, err = e.Purge()
 	return err
+}
+
+// compactRaftLog drops the in-memory raft log up to snapi-CatchUpEntries,
+// keeping CatchUpEntries entries for slow followers, as etcd's
+// compactRaftLog.
+//
+// The log in memory does not always reach that far back: a member that
+// restarts loads it from its newest snapshot, so it starts at that
+// snapshot's index. When the next snapshot comes fewer than CatchUpEntries
+// entries later (--snapshot-count below --snapshot-catchup-entries), the
+// compaction point is at or below the log's start and there is nothing to
+// drop. etcd gets raft.ErrCompacted from MemoryStorage.Compact there and
+// returns; here the bound is checked first, so any error Compact returns is
+// a real one.
+func (e *Engine) compactRaftLog(snapi uint64) error {
+	compacti := uint64(1)
+	if snapi > e.opts.CatchUpEntries {
+		compacti = snapi - e.opts.CatchUpEntries
+	}
+	first, err := e.rs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("engine: raft log first index: %w", err)
+	}
+	if compacti < first {
+		return nil // already compacted up to first-1 (the snapshot the log was loaded from)
+	}
+	if err := e.rs.Compact(compacti); err != nil {
+		return fmt.Errorf("engine: compact raft log at %d (log starts at %d): %w", compacti, first, err)
+	}
+	return nil
 }
 
 func cloneConfState(cs *raftpb.ConfState) *raftpb.ConfState {
