@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,7 +22,11 @@ type flags struct {
 	listenClientURLs, advertiseClientURLs           string
 	listenPeerURLs, initialAdvertisePeerURLs        string
 	initialCluster, initialClusterState, clusterTok string
-	snapshotCount                                   uint64
+	snapshotCount, snapshotCatchUpEntries           uint64
+	experimentalSnapshotCatchUpEntries              uint64
+	grpcKeepAliveMinTime, grpcKeepAliveInterval     time.Duration
+	grpcKeepAliveTimeout                            time.Duration
+	maxConcurrentStreams                            uint32
 	quotaBackendBytes                               int64
 	maxRequestBytes                                 uint
 	maxTxnOps                                       uint
@@ -36,6 +41,12 @@ type flags struct {
 // directory with etcd's flags (also read from ETCD_<FLAG> environment
 // variables, dashes as underscores), until SIGINT or SIGTERM.
 func NewCommand() *cobra.Command {
+	cmd, _ := newCommand()
+	return cmd
+}
+
+// newCommand is NewCommand and the flag values it binds.
+func newCommand() (*cobra.Command, *flags) {
 	var f flags
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -73,17 +84,23 @@ With no flags it starts one member named "default" with its data in
 	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
 	fs.StringVar(&f.clusterTok, "initial-cluster-token", "etcd-cluster", "Initial cluster token for the etcd cluster during bootstrap.")
 	fs.Uint64Var(&f.snapshotCount, "snapshot-count", engine.DefaultSnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
+	fs.Uint64Var(&f.snapshotCatchUpEntries, "snapshot-catchup-entries", engine.DefaultSnapshotCatchUpEntries, "Number of entries for a slow follower to catch up after compacting the raft storage entries.")
+	fs.Uint64Var(&f.experimentalSnapshotCatchUpEntries, "experimental-snapshot-catchup-entries", engine.DefaultSnapshotCatchUpEntries, "Deprecated in etcd v3.6; use --snapshot-catchup-entries instead.")
 	fs.Int64Var(&f.quotaBackendBytes, "quota-backend-bytes", 0, "Raise alarms when backend size exceeds the given quota. 0 means use the default quota (2 GiB).")
 	fs.UintVar(&f.maxRequestBytes, "max-request-bytes", DefaultMaxRequestBytes, "Maximum client request size in bytes the server will accept.")
 	fs.UintVar(&f.maxTxnOps, "max-txn-ops", DefaultMaxTxnOps, "Maximum number of operations permitted in a transaction.")
 	fs.UintVar(&f.maxSnapshots, "max-snapshots", engine.DefaultMaxSnapshots, "Maximum number of snapshot files to retain (0 is unlimited).")
 	fs.UintVar(&f.maxWALs, "max-wals", engine.DefaultMaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
+	fs.DurationVar(&f.grpcKeepAliveMinTime, "grpc-keepalive-min-time", DefaultGRPCKeepAliveMinTime, "Minimum interval duration that a client should wait before pinging server.")
+	fs.DurationVar(&f.grpcKeepAliveInterval, "grpc-keepalive-interval", DefaultGRPCKeepAliveInterval, "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).")
+	fs.DurationVar(&f.grpcKeepAliveTimeout, "grpc-keepalive-timeout", DefaultGRPCKeepAliveTimeout, "Additional duration of wait before closing a non-responsive connection (0 to disable).")
+	fs.Uint32Var(&f.maxConcurrentStreams, "max-concurrent-streams", math.MaxUint32, "Maximum concurrent streams that each client can open at a time.")
 	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
 	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
 	fs.DurationVar(&f.watchProgressNotifyInterval, "watch-progress-notify-interval", 10*time.Minute, "Duration of periodic watch progress notifications.")
 	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
-	return cmd
+	return cmd, &f
 }
 
 // setFlagsFromEnv sets every flag not given on the command line from
@@ -136,6 +153,14 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	if f.heartbeatMs == 0 || f.electionMs < 5*f.heartbeatMs {
 		return Config{}, fmt.Errorf("--election-timeout (%d) must be at least 5 times --heartbeat-interval (%d)", f.electionMs, f.heartbeatMs)
 	}
+	catchUp := f.snapshotCatchUpEntries
+	if cmd.Flags().Changed("experimental-snapshot-catchup-entries") {
+		if cmd.Flags().Changed("snapshot-catchup-entries") {
+			return Config{}, fmt.Errorf("cannot set --experimental-snapshot-catchup-entries and --snapshot-catchup-entries at the same time, please use --snapshot-catchup-entries only")
+		}
+		logger.Warn("--experimental-snapshot-catchup-entries is deprecated in v3.6 and will be decommissioned in v3.7. Use '--snapshot-catchup-entries' instead.")
+		catchUp = f.experimentalSnapshotCatchUpEntries
+	}
 	maxSnaps, maxWALs := int(f.maxSnapshots), int(f.maxWALs)
 	if maxSnaps == 0 {
 		maxSnaps = -1
@@ -152,6 +177,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 			InitialClusterToken:      f.clusterTok,
 			InitialAdvertisePeerURLs: splitURLs(f.initialAdvertisePeerURLs),
 			SnapshotCount:            f.snapshotCount,
+			CatchUpEntries:           catchUp,
 			MaxSnapshots:             maxSnaps,
 			MaxWALs:                  maxWALs,
 			NoSync:                   f.unsafeNoFsync,
@@ -166,8 +192,22 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		ElectionTicks:       int(f.electionMs / f.heartbeatMs),
 		Logger:              logger,
 
+		GRPCKeepAliveMinTime:  disabledIfZero(f.grpcKeepAliveMinTime),
+		GRPCKeepAliveInterval: disabledIfZero(f.grpcKeepAliveInterval),
+		GRPCKeepAliveTimeout:  disabledIfZero(f.grpcKeepAliveTimeout),
+		MaxConcurrentStreams:  f.maxConcurrentStreams,
+
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 	}, nil
+}
+
+// disabledIfZero maps a flag's 0 ("disabled", as etcd reads it) to the
+// negative value Config takes for disabled (its zero is etcd's default).
+func disabledIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // Run starts a member with cfg and serves until ctx is done (a signal) or

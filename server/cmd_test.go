@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,7 +25,9 @@ func TestCommandDefaultsAndEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	for flag, want := range map[string]string{"name": "envname", "snapshot-count": "42", "max-txn-ops": "9",
-		"listen-client-urls": "http://127.0.0.1:2379", "initial-cluster-token": "etcd-cluster", "max-request-bytes": "1572864"} {
+		"listen-client-urls": "http://127.0.0.1:2379", "initial-cluster-token": "etcd-cluster", "max-request-bytes": "1572864",
+		"snapshot-catchup-entries": "5000", "grpc-keepalive-min-time": "5s", "grpc-keepalive-interval": "2h0m0s",
+		"grpc-keepalive-timeout": "20s", "max-concurrent-streams": "4294967295"} {
 		if got := cmd.Flags().Lookup(flag).Value.String(); got != want {
 			t.Errorf("--%s = %q, want %q", flag, got, want)
 		}
@@ -35,13 +38,19 @@ func TestCommandDefaultsAndEnv(t *testing.T) {
 	f = flags{name: "default", listenClientURLs: "http://127.0.0.1:2379", initialAdvertisePeerURLs: "http://localhost:2380",
 		initialClusterState: "new", clusterTok: "etcd-cluster", snapshotCount: engine.DefaultSnapshotCount,
 		maxRequestBytes: DefaultMaxRequestBytes, maxTxnOps: DefaultMaxTxnOps, maxSnapshots: 5, maxWALs: 5,
-		heartbeatMs: 100, electionMs: 1000, logLevel: "info"}
+		heartbeatMs: 100, electionMs: 1000, logLevel: "info", snapshotCatchUpEntries: engine.DefaultSnapshotCatchUpEntries,
+		grpcKeepAliveMinTime: DefaultGRPCKeepAliveMinTime, grpcKeepAliveInterval: DefaultGRPCKeepAliveInterval,
+		grpcKeepAliveTimeout: DefaultGRPCKeepAliveTimeout, maxConcurrentStreams: math.MaxUint32}
 	cfg, err := f.config(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Engine.DataDir != "default.etckit" || cfg.Engine.InitialCluster != "default=http://localhost:2380" ||
 		cfg.ListenClientURLs[0] != "http://127.0.0.1:2379" || cfg.ElectionTicks != 10 || cfg.Engine.SnapshotCount != 10000 {
+		t.Fatalf("defaults %+v", cfg)
+	}
+	if cfg.Engine.CatchUpEntries != 5000 || cfg.GRPCKeepAliveMinTime != 5*time.Second ||
+		cfg.GRPCKeepAliveInterval != 2*time.Hour || cfg.GRPCKeepAliveTimeout != 20*time.Second {
 		t.Fatalf("defaults %+v", cfg)
 	}
 	if err := setFlagsFromEnv(NewCommand().Flags(), func(k string) (string, bool) {
@@ -51,6 +60,34 @@ func TestCommandDefaultsAndEnv(t *testing.T) {
 		return "", false
 	}); err == nil {
 		t.Fatal("invalid ETCD_SNAPSHOT_COUNT accepted")
+	}
+}
+
+// TestCommandRaftAndKeepaliveFlags: --snapshot-catchup-entries and its
+// etcd 3.5 name, and the keepalive flags with 0 meaning disabled, as etcd
+// reads them.
+func TestCommandRaftAndKeepaliveFlags(t *testing.T) {
+	parse := func(args ...string) (Config, error) {
+		c, f := newCommand()
+		if err := c.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		return f.config(c)
+	}
+	cfg, err := parse("--snapshot-catchup-entries=7", "--grpc-keepalive-min-time=0", "--grpc-keepalive-interval=1m", "--max-concurrent-streams=10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Engine.CatchUpEntries != 7 || cfg.GRPCKeepAliveMinTime >= 0 || cfg.GRPCKeepAliveInterval != time.Minute ||
+		cfg.GRPCKeepAliveTimeout != 20*time.Second || cfg.MaxConcurrentStreams != 10 {
+		t.Fatalf("config %+v", cfg)
+	}
+	if cfg, err = parse("--experimental-snapshot-catchup-entries=9"); err != nil || cfg.Engine.CatchUpEntries != 9 {
+		t.Fatalf("--experimental-snapshot-catchup-entries: %v %d", err, cfg.Engine.CatchUpEntries)
+	}
+	_, err = parse("--experimental-snapshot-catchup-entries=9", "--snapshot-catchup-entries=9")
+	if err == nil || err.Error() != "cannot set --experimental-snapshot-catchup-entries and --snapshot-catchup-entries at the same time, please use --snapshot-catchup-entries only" {
+		t.Fatalf("both catch-up flags: %v", err)
 	}
 }
 

@@ -36,6 +36,10 @@ const (
 	DefaultMaxRequestBytes   = 1.5 * 1024 * 1024
 	DefaultMaxTxnOps         = 128
 	DefaultQuotaBackendBytes = 2 * 1024 * 1024 * 1024
+	// gRPC keepalive, as etcd's embed defaults.
+	DefaultGRPCKeepAliveMinTime  = 5 * time.Second
+	DefaultGRPCKeepAliveInterval = 2 * time.Hour
+	DefaultGRPCKeepAliveTimeout  = 20 * time.Second
 	// grpcOverheadBytes is what etcd adds to --max-request-bytes for the
 	// gRPC receive limit.
 	grpcOverheadBytes = 512 * 1024
@@ -67,6 +71,21 @@ type Config struct {
 	TickInterval  time.Duration
 	ElectionTicks int
 
+	// GRPCKeepAliveMinTime is --grpc-keepalive-min-time: clients pinging
+	// more often are sent GOAWAY "too_many_pings", and so are clients
+	// pinging a connection with no stream open (default 5 s).
+	// GRPCKeepAliveInterval and GRPCKeepAliveTimeout are
+	// --grpc-keepalive-interval and --grpc-keepalive-timeout: the server
+	// pings a connection idle that long and closes it if the ping is not
+	// answered within the timeout (defaults 2 h and 20 s). Zero means
+	// etcd's default, negative disables (the flags' 0).
+	GRPCKeepAliveMinTime  time.Duration
+	GRPCKeepAliveInterval time.Duration
+	GRPCKeepAliveTimeout  time.Duration
+	// MaxConcurrentStreams is --max-concurrent-streams: the HTTP/2 streams
+	// one client connection may have open (default: no limit, math.MaxUint32).
+	MaxConcurrentStreams uint32
+
 	// InitialClusterState is --initial-cluster-state: "new" (default) or
 	// "existing". Joining an existing cluster needs the peer transport, so a
 	// member without a WAL refuses "existing" for now.
@@ -93,6 +112,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.QuotaBackendBytes == 0 {
 		c.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if c.GRPCKeepAliveMinTime == 0 {
+		c.GRPCKeepAliveMinTime = DefaultGRPCKeepAliveMinTime
+	}
+	if c.GRPCKeepAliveInterval == 0 {
+		c.GRPCKeepAliveInterval = DefaultGRPCKeepAliveInterval
+	}
+	if c.GRPCKeepAliveTimeout == 0 {
+		c.GRPCKeepAliveTimeout = DefaultGRPCKeepAliveTimeout
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = math.MaxUint32
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 100 * time.Millisecond
