@@ -980,7 +980,9 @@ func (s *Server) Serve() error {
 	s.grpc = newGRPCServer(s)
 	mux := http.NewServeMux()
 	s.registerHTTP(mux)
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// etcd's client HTTP server: 5 minutes to send a request's header, no
+	// idle timeout on keep-alive connections.
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Minute}
 	close(s.boundc)
 	// As etcd, accept client requests only once the member has published
 	// itself (before that, MemberList would show it without client URLs).

@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// firstBytesTimeout bounds the wait for a new connection's first bytes.
+const firstBytesTimeout = 5 * time.Minute
+
 // http2Preface starts every HTTP/2 connection (RFC 9113 §3.4).
 const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -48,7 +51,10 @@ func (s *splitListener) run() {
 // the first byte that differs ("GET ...", "POST ..." differ by the second
 // byte), so no protocol waits for bytes it will not send.
 func (s *splitListener) dispatch(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// etcd's cmux waits for the first bytes without a deadline; this one
+	// frees a connection that sends nothing at all for as long as etcd's
+	// HTTP server waits for a request header.
+	_ = c.SetReadDeadline(time.Now().Add(firstBytesTimeout))
 	br := bufio.NewReader(c)
 	target := s.grpc
 	for i := 1; i <= len(http2Preface); i++ {
