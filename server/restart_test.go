@@ -25,7 +25,11 @@ func TestRestartPastSnapshots(t *testing.T) {
 	for _, tc := range []struct{ count, catchUp uint64 }{{1, 20}, {7, 50}, {100, 150}, {100, 1}, {300, 1000}, {1000, 5000}} {
 		t.Run(fmt.Sprintf("snapshot-count=%d/catchup=%d", tc.count, tc.catchUp), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "m.etckit")
-			acked := map[string]string{}
+			type ack struct {
+				val string
+				rev int64
+			}
+			acked := map[string]ack{} // the put with the highest revision, per key
 			var rev int64
 			for start := 0; start < 4; start++ {
 				s, err := New(Config{
@@ -55,8 +59,8 @@ func TestRestartPastSnapshots(t *testing.T) {
 					t.Fatalf("start %d: revision %d with %d keys, acknowledged revision %d with %d keys", start, rr.Header.Revision, len(rr.Kvs), rev, len(acked))
 				}
 				for _, x := range rr.Kvs {
-					if acked[string(x.Key)] != string(x.Value) {
-						t.Fatalf("start %d: %s = %q, acknowledged %q", start, x.Key, x.Value, acked[string(x.Key)])
+					if a := acked[string(x.Key)]; a.val != string(x.Value) || a.rev != x.ModRevision {
+						t.Fatalf("start %d: %s = %q at revision %d, acknowledged %q at %d", start, x.Key, x.Value, x.ModRevision, a.val, a.rev)
 					}
 				}
 				// 3.5 snapshots' worth, at least 200 puts, after each start:
@@ -80,7 +84,9 @@ func TestRestartPastSnapshots(t *testing.T) {
 							if resp.Header.Revision > rev {
 								rev = resp.Header.Revision
 							}
-							acked[key] = val // each key has one writer
+							if resp.Header.Revision > acked[key].rev {
+								acked[key] = ack{val, resp.Header.Revision}
+							}
 							mu.Unlock()
 						}
 					}(w)
