@@ -19,6 +19,7 @@ go test -count=1 -race -run 'ZeroAhead|Crash' ./wal
 
 echo "== interop (differential tests against etcd's own modules)"
 (cd interop && go test -count=1 -timeout 30m ./...)
+(cd interop && go test -count=1 -race -run 'TestTransport' .)
 (cd interop/etcd36 && go vet ./... && go test -count=1 ./...)
 
 # fuzz_one PKG TARGET fuzzes one target for $fuzztime. Go 1.26's fuzz
