@@ -51,8 +51,12 @@ func (r *recorder) Process(_ context.Context, m *raftpb.Message) error {
 	r.msgs = append(r.msgs, m)
 	return nil
 }
-func (r *recorder) IsIDRemoved(id uint64) bool { r.mu.Lock(); defer r.mu.Unlock(); return r.removed[id] }
-func (r *recorder) ReportUnreachable(uint64)  {}
+func (r *recorder) IsIDRemoved(id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removed[id]
+}
+func (r *recorder) ReportUnreachable(uint64) {}
 func (r *recorder) ReportSnapshot(id uint64, s raft.SnapshotStatus) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -80,11 +84,11 @@ func (r etcdRaft) Process(ctx context.Context, m *raftpb.Message) error {
 // wireMsg is a message's content with absent and zero alike (etcd 3.6
 // writes zero fields, 3.7 and the msgappv2 short form leave them out).
 type wireMsg struct {
-	Type                                                      raftpb.MessageType
+	Type                                                     raftpb.MessageType
 	To, From, Term, LogTerm, Index, Commit, RejectHint, Vote uint64
-	Reject                                                    bool
-	Context                                                   string
-	Entries                                                   []string
+	Reject                                                   bool
+	Context                                                  string
+	Entries                                                  []string
 }
 
 func wire(m *raftpb.Message) wireMsg {
