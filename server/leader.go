@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/etckit/etckit/engine"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
+)
+
+// commitLoop commits the backend's pending writes every commitInterval, as
+// etcd's batch committer, and records each commit's duration
+// (etcd_disk_backend_commit_duration_seconds). Commits forced elsewhere
+// (compaction, hashes, snapshots, the 10,000-write limit) are not timed.
+func (s *Server) commitLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.commitInterval)
+	defer t.Stop()
+	b := s.eng.Store().Backend()
+	for {
+		select {
+		case <-t.C:
+		case <-s.stopc:
+			return
+		}
+		n := b.Commits()
+		start := time.Now()
+		if err := b.ForceCommit(); err != nil {
+			s.fail(err)
+			return
+		}
+		if b.Commits() != n {
+			s.metrics.backendCommit.observe(time.Since(start).Seconds())
+		}
+	}
+}
+
+// leaderLoop publishes this member's attributes once a leader is known,
+// sets the cluster version when this member leads a cluster without one,
+// and, while leading, revokes expired leases.
+func (s *Server) leaderLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	published := false
+	for {
+		select {
+		case <-t.C:
+		case <-s.stopc:
+			return
+		}
+		if s.Leader() == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.requestTimeout())
+		if !published && s.clientURLsKnown() {
+			attr := &membershippb.Attributes{Name: s.cfg.Engine.Name, ClientUrls: s.clientURLs()}
+			_, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{
+				Member_ID: s.ID(), MemberAttributes: attr}})
+			if err == nil {
+				published = true
+				close(s.readyc)
+				s.log.Info("published local member to cluster", "name", attr.Name, "client-urls", strings.Join(attr.ClientUrls, ","))
+			}
+		}
+		if s.Leader() == s.ID() {
+			if published && s.eng.ClusterVersion() == "" {
+				if _, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: engine.ClusterVersion}}); err == nil {
+					s.log.Info("set cluster version", "version", engine.ClusterVersion)
+				}
+			}
+			for _, id := range s.eng.Store().Lessor().Expired() {
+				if _, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil {
+					s.log.Warn("could not revoke expired lease", "lease", fmt.Sprintf("%016x", id), "error", err)
+				}
+			}
+		}
+		cancel()
+	}
+}
