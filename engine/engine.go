@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/etckit/etckit/corrupt"
 	"github.com/etckit/etckit/mvcc"
@@ -121,18 +122,23 @@ type Engine struct {
 	id, clusterID uint64
 	bootstrapped  bool // this Open created the member
 
-	mu             sync.RWMutex // guards the fields below (read by the gRPC side)
-	members        map[uint64]*Member
-	removed        map[uint64]bool
-	clusterVersion string
-	alarms         []*pb.AlarmMember
-	confState      *raftpb.ConfState
-	appliedIndex   uint64
-	appliedTerm    uint64
-	snapshotIndex  uint64
-	commitIndex    uint64
-	ci             uint64 // consistent_index of the db
-	term           uint64 // last known raft term (from HardState)
+	mu      sync.RWMutex // guards the fields below (read by the gRPC side)
+	members map[uint64]*Member
+	removed map[uint64]bool
+	// storeP mirrors store for other goroutines (Store), since a received
+	// snapshot replaces the store while requests run.
+	storeP atomic.Pointer[mvcc.Store]
+	// inflightSnapshots counts snapshots being sent (HoldRaftLog).
+	inflightSnapshots atomic.Int64
+	clusterVersion    string
+	alarms            []*pb.AlarmMember
+	confState         *raftpb.ConfState
+	appliedIndex      uint64
+	appliedTerm       uint64
+	snapshotIndex     uint64
+	commitIndex       uint64
+	ci                uint64 // consistent_index of the db
+	term              uint64 // last known raft term (from HardState)
 }
 
 // Open opens the member in opts.DataDir, bootstrapping it from
@@ -239,6 +245,7 @@ func (e *Engine) bootstrap() error {
 	if e.store, err = mvcc.Open(e.dbPath, e.opts.MVCC); err != nil {
 		return err
 	}
+	e.storeP.Store(e.store)
 	if err := e.store.Backend().Write(func(w *mvcc.WriteTx) error {
 		for _, b := range mvcc.AllBuckets() {
 			w.EnsureBucket(b)
@@ -381,6 +388,7 @@ func (e *Engine) openExisting() error {
 	if e.store, err = mvcc.Open(e.dbPath, e.opts.MVCC); err != nil {
 		return err
 	}
+	e.storeP.Store(e.store)
 	if e.ci, _, err = e.store.ConsistentIndex(); err != nil {
 		return err
 	}
@@ -557,7 +565,13 @@ func (e *Engine) ClusterID() uint64 { return e.clusterID }
 func (e *Engine) Bootstrapped() bool { return e.bootstrapped }
 
 // Store is the MVCC store.
-func (e *Engine) Store() *mvcc.Store { return e.store }
+func (e *Engine) Store() *mvcc.Store { return e.storeP.Load() }
+
+// setStore replaces the store (a received snapshot).
+func (e *Engine) setStore(st *mvcc.Store) {
+	e.store = st
+	e.storeP.Store(st)
+}
 
 // RaftStorage is the raft log: a raft.MemoryStorage loaded from the newest
 // snapshot and the WAL, kept in step by SaveReady.
@@ -615,6 +629,13 @@ func (e *Engine) Members() []Member {
 		return 0
 	})
 	return out
+}
+
+// IsRemoved reports whether member id was removed from the cluster.
+func (e *Engine) IsRemoved(id uint64) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.removed[id]
 }
 
 // Member returns the member with id.
@@ -703,6 +724,7 @@ func (e *Engine) closeAll() error {
 	if e.store != nil {
 		errs = append(errs, e.store.Close())
 		e.store = nil
+		e.storeP.Store(nil)
 	}
 	return errors.Join(errs...)
 }

@@ -76,6 +76,10 @@ func (e *Engine) Snapshot() error {
 // returns; here the bound is checked first, so any error Compact returns is
 // a real one.
 func (e *Engine) compactRaftLog(snapi uint64) error {
+	if e.inflightSnapshots.Load() != 0 {
+		e.log.Info("skip compaction since there is an inflight snapshot")
+		return nil
+	}
 	compacti := uint64(1)
 	if snapi > e.opts.CatchUpEntries {
 		compacti = snapi - e.opts.CatchUpEntries

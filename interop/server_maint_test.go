@@ -174,7 +174,7 @@ func TestServerMaintenance(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	if v := get("/version"); v != "{\"etcdcluster\":\"3.6.0\",\"etcdserver\":\"3.6.0\"}\n" {
+	if v := get("/version"); v != `{"etcdserver":"3.6.0","etcdcluster":"3.6.0","storage":"3.6.0"}` {
 		t.Fatalf("/version %q", v)
 	}
 	if m := get("/metrics"); !strings.Contains(m, "etcd_disk_wal_fsync_duration_seconds_bucket") || !strings.Contains(m, "etcd_disk_backend_commit_duration_seconds_count") {

@@ -252,6 +252,17 @@ func (le *Lessor) Promote(extend time.Duration) {
 	}
 }
 
+// Demote stops expiry, as on a follower: leases never expire until the
+// next Promote.
+func (le *Lessor) Demote() {
+	le.s.mu.Lock()
+	defer le.s.mu.Unlock()
+	le.primary = false
+	for _, l := range le.leases {
+		l.expiry = time.Time{}
+	}
+}
+
 // LeaseStatus is the answer of TimeToLive.
 type LeaseStatus struct {
 	ID         int64

@@ -286,6 +286,29 @@ func (s *Store) ConsistentIndex() (index, term uint64, err error) {
 	return index, term, nil
 }
 
+// ReadConsistentIndex reads the meta bucket's consistent_index and term
+// in tx (0 if absent), refusing values that are not 8 bytes.
+func ReadConsistentIndex(tx *bolt.Tx) (index, term uint64, err error) {
+	b := tx.Bucket([]byte(BucketMeta))
+	if b == nil {
+		return 0, 0, nil
+	}
+	for _, x := range []struct {
+		k string
+		p *uint64
+	}{{MetaConsistentIndex, &index}, {MetaTerm, &term}} {
+		v := b.Get([]byte(x.k))
+		if v == nil {
+			continue
+		}
+		if len(v) != 8 {
+			return 0, 0, fmt.Errorf("mvcc: meta/%s has %d bytes, want 8", x.k, len(v))
+		}
+		*x.p = beToUint64(v)
+	}
+	return index, term, nil
+}
+
 // Commit forces the pending writes to disk.
 func (s *Store) Commit() error { return s.b.ForceCommit() }
 

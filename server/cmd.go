@@ -27,6 +27,10 @@ type flags struct {
 	grpcKeepAliveMinTime, grpcKeepAliveInterval     time.Duration
 	grpcKeepAliveTimeout                            time.Duration
 	maxConcurrentStreams                            uint32
+	preVote, initialElectionTickAdvance             bool
+	strictReconfigCheck                             bool
+	maxLearners                                     int
+	featureGates                                    string
 	quotaBackendBytes                               int64
 	maxRequestBytes                                 uint
 	maxTxnOps                                       uint
@@ -78,7 +82,7 @@ With no flags it starts one member named "default" with its data in
 	fs.StringVar(&f.walDir, "wal-dir", "", "Path to the dedicated WAL directory (default ${data-dir}/member/wal).")
 	fs.StringVar(&f.listenClientURLs, "listen-client-urls", "http://127.0.0.1:2379", "List of URLs to listen on for client traffic.")
 	fs.StringVar(&f.advertiseClientURLs, "advertise-client-urls", "", "List of this member's client URLs to advertise to the cluster (default: the listen URLs).")
-	fs.StringVar(&f.listenPeerURLs, "listen-peer-urls", "http://localhost:2380", "List of URLs to listen on for peer traffic (peer transport not implemented yet).")
+	fs.StringVar(&f.listenPeerURLs, "listen-peer-urls", "http://localhost:2380", "List of URLs to listen on for peer traffic.")
 	fs.StringVar(&f.initialAdvertisePeerURLs, "initial-advertise-peer-urls", "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster.")
 	fs.StringVar(&f.initialCluster, "initial-cluster", "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls}).")
 	fs.StringVar(&f.initialClusterState, "initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
@@ -95,6 +99,11 @@ With no flags it starts one member named "default" with its data in
 	fs.DurationVar(&f.grpcKeepAliveInterval, "grpc-keepalive-interval", DefaultGRPCKeepAliveInterval, "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).")
 	fs.DurationVar(&f.grpcKeepAliveTimeout, "grpc-keepalive-timeout", DefaultGRPCKeepAliveTimeout, "Additional duration of wait before closing a non-responsive connection (0 to disable).")
 	fs.Uint32Var(&f.maxConcurrentStreams, "max-concurrent-streams", math.MaxUint32, "Maximum concurrent streams that each client can open at a time.")
+	fs.BoolVar(&f.preVote, "pre-vote", true, "Enable the raft Pre-Vote algorithm to prevent disruption when a node that has been partitioned away rejoins the cluster.")
+	fs.BoolVar(&f.initialElectionTickAdvance, "initial-election-tick-advance", true, "Whether to fast-forward initial election ticks on boot for faster election.")
+	fs.BoolVar(&f.strictReconfigCheck, "strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
+	fs.IntVar(&f.maxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
+	fs.StringVar(&f.featureGates, "feature-gates", "", "A set of key=value pairs that describe server level feature gates for alpha/experimental features.")
 	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
 	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
@@ -184,6 +193,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		},
 		InitialClusterState: f.initialClusterState,
 		ListenClientURLs:    splitURLs(f.listenClientURLs),
+		ListenPeerURLs:      splitURLs(f.listenPeerURLs),
 		AdvertiseClientURLs: splitURLs(f.advertiseClientURLs),
 		MaxRequestBytes:     int(f.maxRequestBytes),
 		MaxTxnOps:           int(f.maxTxnOps),
@@ -196,6 +206,9 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		GRPCKeepAliveInterval: disabledIfZero(f.grpcKeepAliveInterval),
 		GRPCKeepAliveTimeout:  disabledIfZero(f.grpcKeepAliveTimeout),
 		MaxConcurrentStreams:  f.maxConcurrentStreams,
+
+		DisablePreVote:                    !f.preVote,
+		DisableInitialElectionTickAdvance: !f.initialElectionTickAdvance,
 
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 	}, nil

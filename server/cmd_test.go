@@ -98,7 +98,7 @@ func TestCommandServeAndShutdown(t *testing.T) {
 	cmd := NewCommand()
 	stderr := &lockedBuffer{}
 	cmd.SetErr(stderr)
-	cmd.SetArgs([]string{"--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:0", "--unsafe-no-fsync",
+	cmd.SetArgs([]string{"--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:0", "--listen-peer-urls", "http://127.0.0.1:0", "--unsafe-no-fsync",
 		"--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "debug"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -442,15 +442,14 @@ const snapshotChunk = 32 * 1024
 // Snapshot streams the db as one bbolt read transaction sees it, then the
 // SHA-256 of those bytes as the last message (etcdctl checks it).
 func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
-	if err := m.s.eng.Store().Commit(); err != nil {
+	ds, err := m.s.eng.DBSnapshot()
+	if err != nil {
 		return toGRPCError(err)
 	}
-	v := m.s.eng.Store().Backend().Snapshot()
-	defer v.Release()
-	tx := v.Tx()
-	total := tx.Size()
+	defer ds.Release()
+	total := ds.Size
 	pr, pw := io.Pipe()
-	go func() { _, err := tx.WriteTo(pw); pw.CloseWithError(err) }()
+	go func() { _, err := ds.WriteTo(pw); pw.CloseWithError(err) }()
 	defer pr.Close()
 	h := sha256.New()
 	buf := make([]byte, snapshotChunk)
@@ -517,11 +516,10 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	if err := l.s.linearizableReadNotify(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
-	st, err := l.s.eng.Store().Lessor().TimeToLive(r.ID, r.Keys)
-	resp := &pb.LeaseTimeToLiveResponse{Header: &pb.ResponseHeader{}, ID: r.ID, TTL: -1}
-	if err == nil {
-		resp.TTL, resp.GrantedTTL, resp.Keys = st.TTL, st.GrantedTTL, st.Keys
-	} else if !errors.Is(err, mvcc.ErrLeaseNotFound) {
+	// Only the leader's lessor knows how long a lease has left; a
+	// follower asks it (etcd's LeaseTimeToLive).
+	resp, err := l.s.leaseTimeToLive(ctx, r.ID, r.Keys)
+	if err != nil {
 		return nil, toGRPCError(err)
 	}
 	l.s.fill(resp.Header)
@@ -546,10 +544,8 @@ func (l *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKee
 		if err != nil {
 			return err
 		}
-		if l.s.Leader() != l.s.ID() {
-			return rpctypes.ErrGRPCNotLeader
-		}
-		ttl, err := l.s.eng.Store().Lessor().Renew(req.ID)
+		// A follower forwards the renewal to the leader (etcd's LeaseRenew).
+		ttl, err := l.s.renewLease(stream.Context(), req.ID)
 		if errors.Is(err, mvcc.ErrLeaseNotFound) {
 			err, ttl = nil, 0
 		}

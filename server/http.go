@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/etckit/etckit/engine"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
@@ -19,17 +20,27 @@ func (s *Server) registerHTTP(mux *http.ServeMux) {
 	mux.HandleFunc("/metrics", s.handleMetrics)
 }
 
-// handleVersion answers as etcd: {"etcdserver":"..","etcdcluster":".."}.
-func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
+// handleVersion answers as etcd: {"etcdserver":..,"etcdcluster":..,"storage":..}.
+func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) { s.writeVersion(w) }
+
+// writeVersion writes etcd's version.Versions JSON, on the client and the
+// peer port alike (the leader reads a member's server version from the
+// peer one to decide the cluster version).
+func (s *Server) writeVersion(w http.ResponseWriter) {
 	cv := s.eng.ClusterVersion()
 	if cv == "" {
 		cv = "not_decided"
-	} else if len(cv) > 0 {
+	} else {
 		// etcd prints the cluster version as major.minor.0
 		cv = majorMinor(cv) + ".0"
 	}
+	b, _ := json.Marshal(struct {
+		Server  string `json:"etcdserver"`
+		Cluster string `json:"etcdcluster"`
+		Storage string `json:"storage"`
+	}{Version, cv, engine.ClusterVersion})
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]string{"etcdserver": Version, "etcdcluster": cv})
+	_, _ = w.Write(b)
 }
 
 func majorMinor(v string) string {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/transport"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3"
@@ -67,8 +69,10 @@ func (s *Server) run() {
 	// Fast-forward the election clock as etcd does at start, so a member
 	// that finds no leader campaigns after one tick rather than a full
 	// election timeout.
-	for i := 0; i < s.cfg.ElectionTicks-1; i++ {
-		s.rn.Tick()
+	if !s.cfg.DisableInitialElectionTickAdvance {
+		for i := 0; i < s.cfg.ElectionTicks-1; i++ {
+			s.rn.Tick()
+		}
 	}
 	var held []proposal // proposals waiting for a leader
 	for {
@@ -76,12 +80,17 @@ func (s *Server) run() {
 		case <-ticker.C:
 			s.rn.Tick()
 		case <-s.wakec:
+		case m := <-s.msgc:
+			s.step(m)
+		case fn := <-s.reportc:
+			fn()
 		case c := <-s.confc:
 			s.serveConf(c)
 		case <-s.stopc:
 			return
 		}
 		for {
+			s.stepPeers()
 			held = s.stepInbox(held)
 			if !s.rn.HasReady() {
 				break
@@ -101,6 +110,29 @@ func (s *Server) run() {
 				return
 			default:
 			}
+		}
+	}
+}
+
+// step steps a message from a peer; raft refuses local message types and
+// responses from members it does not know, which only needs a log line.
+func (s *Server) step(m *raftpb.Message) {
+	if err := s.rn.Step(m); err != nil {
+		s.log.Debug("raft refused a peer message", "type", m.GetType().String(), "from", fmt.Sprintf("%x", m.GetFrom()), "error", err)
+	}
+}
+
+// stepPeers steps what arrived from peers and runs the transport's reports,
+// without waiting (bounded, so a busy peer does not hold the loop).
+func (s *Server) stepPeers() {
+	for i := 0; i < 4096; i++ {
+		select {
+		case m := <-s.msgc:
+			s.step(m)
+		case fn := <-s.reportc:
+			fn()
+		default:
+			return
 		}
 	}
 }
@@ -173,6 +205,8 @@ func (s *Server) handleReady(rd raft.Ready) error {
 			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.rn.BasicStatus().Term)
 			if rd.SoftState.Lead == s.ID() {
 				s.eng.Store().Lessor().Promote(time.Duration(s.cfg.ElectionTicks) * s.cfg.TickInterval)
+			} else if old == s.ID() {
+				s.eng.Store().Lessor().Demote()
 			}
 		}
 	}
@@ -195,8 +229,13 @@ func (s *Server) handleReady(rd raft.Ready) error {
 	// snapshot that is not on disk.
 	hasSnap := rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot)
 	var job *applyJob
-	if len(rd.CommittedEntries) > 0 {
+	if len(rd.CommittedEntries) > 0 || hasSnap {
 		job = &applyJob{ents: rd.CommittedEntries}
+		if hasSnap {
+			// Applied after it is persisted (below); raft waits for it
+			// like for a conf change, as the membership may change.
+			job.snap, job.done = rd.Snapshot, make(chan struct{})
+		}
 		if hasConfChange(rd.CommittedEntries) {
 			job.done = make(chan struct{})
 		}
@@ -274,8 +313,10 @@ func (s *Server) applyConfChange(cc raftpb.ConfChangeI) *raftpb.ConfState {
 	}
 }
 
-// applyJob is one Ready's committed entries for the apply goroutine.
+// applyJob is one Ready's snapshot and committed entries for the apply
+// goroutine.
 type applyJob struct {
+	snap *raftpb.Snapshot // a snapshot received from the leader, or nil
 	ents []*raftpb.Entry
 	done chan struct{} // closed once applied, when the raft loop waits
 }
@@ -289,20 +330,25 @@ func hasConfChange(ents []*raftpb.Entry) bool {
 	return false
 }
 
-// applyLoop applies committed entries in order, wakes the requests waiting
-// for them, and takes a snapshot when one is due. It ends when the raft
-// loop closes applyc.
+// applyLoop applies committed entries (and received snapshots) in order,
+// wakes the requests waiting for them, takes a snapshot when one is due,
+// and sends the snapshots raft asks for. It ends when the raft loop closes
+// applyc.
 func (s *Server) applyLoop() {
 	defer s.wg.Done()
-	for job := range s.applyc {
-		err := s.eng.Apply(job.ents, s.applyConfChange, s.trigger)
-		if err == nil {
-			idx, _ := s.eng.Applied()
-			s.notifyApplied(idx)
-			if s.eng.SnapshotDue() {
-				err = s.eng.Snapshot()
+	for {
+		var job applyJob
+		select {
+		case j, ok := <-s.applyc:
+			if !ok {
+				return
 			}
+			job = j
+		case m := <-s.snapc:
+			s.sendSnapshot(m)
+			continue
 		}
+		err := s.applyOne(job)
 		if job.done != nil {
 			close(job.done)
 		}
@@ -315,11 +361,112 @@ func (s *Server) applyLoop() {
 	}
 }
 
+func (s *Server) applyOne(job applyJob) error {
+	if job.snap != nil {
+		if err := s.eng.ApplySnapshot(job.snap); err != nil {
+			return err
+		}
+		s.syncPeers()
+		s.notifyApplied(job.snap.GetMetadata().GetIndex())
+	}
+	if err := s.eng.Apply(job.ents, s.applyConfChange, s.trigger); err != nil {
+		return err
+	}
+	if hasConfChange(job.ents) {
+		s.syncPeers()
+		if s.eng.IsRemoved(s.ID()) {
+			// etcd stops a removed member after a short delay, so that
+			// the conf change's response can still go out.
+			go func() {
+				select {
+				case <-time.After(time.Second):
+				case <-s.stopc:
+				}
+				s.failWith(errRemoved)
+			}()
+		}
+	}
+	idx, _ := s.eng.Applied()
+	s.notifyApplied(idx)
+	if s.eng.SnapshotDue() {
+		return s.eng.Snapshot()
+	}
+	return nil
+}
+
+// errRemoved stops a member that the cluster removed.
+var errRemoved = errors.New("the member has been permanently removed from the cluster")
+
+// sendSnapshot sends a follower the db as it is now, at the applied index
+// (etcd's merged snapshot), in place of raft's MsgSnap m. The raft log is
+// not compacted while it is sent and for 30 s after, as etcd holds it, so
+// that the follower finds the entries that follow the snapshot.
+func (s *Server) sendSnapshot(m *raftpb.Message) {
+	ds, err := s.eng.DBSnapshot()
+	if err != nil {
+		s.log.Warn("cannot take a db snapshot for a follower", "to", fmt.Sprintf("%x", m.GetTo()), "error", err)
+		s.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+		return
+	}
+	msg := proto.Clone(m).(*raftpb.Message)
+	msg.Snapshot = ds.RaftSnapshot()
+	release := s.eng.HoldRaftLog()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := ds.WriteTo(pw)
+		pw.CloseWithError(err)
+	}()
+	s.log.Info("sending database snapshot", "to", fmt.Sprintf("%x", m.GetTo()), "index", ds.Index, "term", ds.Term, "db-bytes", ds.Size)
+	s.cfg.Transport.SendSnapshot(&transport.SnapshotMessage{Message: msg, DB: pr, Size: ds.Size, Done: func(bool) {
+		pr.Close()
+		ds.Release()
+		go func() {
+			select {
+			case <-time.After(30 * time.Second):
+			case <-s.stopc:
+			}
+			release()
+		}()
+	}})
+}
+
+// SaveDB keeps the db of a snapshot a leader sends (transport.SnapshotStore).
+func (s *Server) SaveDB(r io.Reader, m *raftpb.Message) (int64, error) {
+	md := m.GetSnapshot().GetMetadata()
+	return s.eng.SaveSnapshotDB(r, md.GetIndex(), md.GetTerm())
+}
+
+// send hands raft's messages to the transport. A MsgSnap is not sent as
+// raft made it: the apply goroutine sends a snapshot of the db as it is
+// then, with the applied index (etcd's merged snapshot).
 func (s *Server) send(msgs []*raftpb.Message) {
 	if len(msgs) == 0 || s.cfg.Transport == nil {
 		return
 	}
-	s.cfg.Transport.Send(msgs)
+	var out []*raftpb.Message
+	for i, m := range msgs {
+		if m.GetType() != raftpb.MsgSnap {
+			if out != nil {
+				out = append(out, m)
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]*raftpb.Message, 0, len(msgs)), msgs[:i]...)
+		}
+		select {
+		case s.snapc <- m:
+		default:
+			// etcd keeps at most 16 waiting; raft retries.
+			s.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+		}
+	}
+	if out == nil {
+		out = msgs
+	}
+	if len(out) > 0 {
+		s.cfg.Transport.Send(out)
+	}
 }
 
 // trigger hands an applied entry's result to the proposer waiting on it.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/transport"
 	"github.com/etckit/etckit/vfs"
 	"github.com/etckit/etckit/wal"
 	"go.etcd.io/raft/v3"
@@ -37,13 +38,6 @@ const (
 	grpcOverheadBytes = 512 * 1024
 )
 
-// Transport carries raft messages to the other members. The multi-member
-// transport comes later; with a nil Transport messages to other members are
-// dropped (a single member sends none).
-type Transport interface {
-	Send(msgs []*raftpb.Message)
-}
-
 // Config configures a Server; see NewCommand for the flags that fill it.
 type Config struct {
 	Engine engine.Options
@@ -53,6 +47,10 @@ type Config struct {
 	// bucket; default: the listeners' actual addresses.
 	ListenClientURLs    []string
 	AdvertiseClientURLs []string
+	// ListenPeerURLs are the peer listeners (--listen-peer-urls): etcd's
+	// peer protocol and peer endpoints. None: the member listens for no
+	// peers (a single member, or tests with their own Transport).
+	ListenPeerURLs []string
 
 	MaxRequestBytes   int   // default 1.5 MiB
 	MaxTxnOps         int   // default 128
@@ -88,8 +86,16 @@ type Config struct {
 	// --watch-progress-notify-interval, 10 minutes).
 	WatchProgressNotifyInterval time.Duration
 
+	// Transport replaces the peer transport (tests); default etcd's
+	// protocol over ListenPeerURLs and the members' peer URLs.
 	Transport Transport
 	Logger    *slog.Logger
+
+	// PreVote and CheckQuorum are raft's (etcd --pre-vote, default true;
+	// etcd always checks quorum). InitialElectionTickAdvance is etcd's
+	// --initial-election-tick-advance (default true).
+	DisablePreVote                    bool
+	DisableInitialElectionTickAdvance bool
 
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
@@ -186,6 +192,18 @@ type Server struct {
 	grpc      *grpc.Server
 	httpSrv   *http.Server
 
+	// The peer side: etcd's transport (nil with Config.Transport), the
+	// peer listeners, and the peers the transport has (syncPeers).
+	tr            *transport.Transport
+	peerListeners []net.Listener
+	peerSrv       *http.Server
+	peerClient    *http.Client
+	peersMu       sync.Mutex
+	peers         map[uint64][]string
+	msgc          chan *raftpb.Message // messages from peers, for the raft loop
+	reportc       chan func()          // transport reports, run on the raft loop
+	snapc         chan *raftpb.Message // MsgSnaps for the apply goroutine to send
+
 	applyc chan applyJob // committed entries, from the raft loop to applyLoop
 
 	boundc chan struct{} // closed once the client listeners are bound
@@ -207,10 +225,6 @@ func New(cfg Config) (*Server, error) {
 	if bo := &cfg.Engine.MVCC.Backend; !bo.ReadOnly && bo.BatchInterval == 0 {
 		commitInterval, bo.BatchInterval = 100*time.Millisecond, 24*time.Hour
 	}
-	names, _, err := engine.ParseInitialCluster(cfg.Engine.InitialCluster)
-	if err == nil && len(names) > 1 && cfg.Transport == nil {
-		return nil, fmt.Errorf("server: --initial-cluster names %d members, but the peer transport is not implemented yet; only single-member clusters can run", len(names))
-	}
 	if cfg.InitialClusterState == "existing" {
 		walDir := cfg.Engine.WALDir
 		if walDir == "" {
@@ -221,7 +235,7 @@ func New(cfg Config) (*Server, error) {
 			fsys = vfs.OS{}
 		}
 		if !wal.Exist(fsys, walDir) {
-			return nil, fmt.Errorf("server: --initial-cluster-state=existing with no WAL in %s: joining a running cluster needs the peer transport, which is not implemented yet", walDir)
+			return nil, fmt.Errorf("server: --initial-cluster-state=existing with no WAL in %s: joining a running cluster is not implemented yet", walDir)
 		}
 	}
 	eng, err := engine.Open(cfg.Engine)
@@ -246,6 +260,11 @@ func New(cfg Config) (*Server, error) {
 		readyc:         make(chan struct{}),
 		stopc:          make(chan struct{}),
 		donec:          make(chan struct{}),
+		peers:          make(map[uint64][]string),
+		msgc:           make(chan *raftpb.Message, 1024),
+		reportc:        make(chan func(), 256),
+		snapc:          make(chan *raftpb.Message, 16),
+		peerClient:     &http.Client{Timeout: 10 * time.Second},
 	}
 	s.applied, _ = eng.Applied()
 	s.term.Store(eng.Term())
@@ -258,7 +277,7 @@ func New(cfg Config) (*Server, error) {
 		MaxInflightMsgs:           512,
 		MaxUncommittedEntriesSize: 1 << 30,
 		CheckQuorum:               true,
-		PreVote:                   true,
+		PreVote:                   !cfg.DisablePreVote,
 		Logger:                    &raftLogger{l: s.log},
 	}
 	// The engine wrote the bootstrap entries into the WAL already, so a
@@ -267,6 +286,14 @@ func New(cfg Config) (*Server, error) {
 		_ = eng.Close()
 		return nil, fmt.Errorf("server: start raft: %w", err)
 	}
+	if err := s.startPeer(); err != nil {
+		for _, l := range s.peerListeners {
+			_ = l.Close()
+		}
+		_ = eng.Close()
+		return nil, err
+	}
+	s.syncPeers()
 	s.wg.Add(5)
 	go s.timeoutLoop()
 	go s.applyLoop()
@@ -318,6 +345,18 @@ func (s *Server) fail(err error) {
 	go s.Stop()
 }
 
+// failWith stops the member for a reason other than storage (removed from
+// the cluster).
+func (s *Server) failWith(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+	s.log.Error("member stops", "error", err)
+	go s.Stop()
+}
+
 // Stop shuts the server down: listeners, raft node, then storage (the WAL
 // is synced and the db committed). It is safe to call more than once.
 func (s *Server) Stop() {
@@ -333,6 +372,15 @@ func (s *Server) Stop() {
 		}
 		s.closeListeners() // those not yet handed to the HTTP server
 		close(s.stopc)
+		if s.peerSrv != nil {
+			_ = s.peerSrv.Close()
+		}
+		for _, l := range s.peerListeners {
+			_ = l.Close()
+		}
+		if s.cfg.Transport != nil {
+			s.cfg.Transport.Stop()
+		}
 		s.wg.Wait()
 		if err := s.eng.Close(); err != nil {
 			s.errMu.Lock()

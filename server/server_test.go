@@ -190,7 +190,7 @@ func TestLeaseExpiry(t *testing.T) {
 func TestExistingStateNeedsWAL(t *testing.T) {
 	_, err := New(Config{InitialClusterState: "existing",
 		Engine: engine.Options{Name: "default", DataDir: filepath.Join(t.TempDir(), "x"), InitialCluster: "default=http://127.0.0.1:2380"}})
-	if err == nil || !strings.Contains(err.Error(), "peer transport") {
+	if err == nil || !strings.Contains(err.Error(), "joining a running cluster") {
 		t.Fatalf("err %v", err)
 	}
 }

@@ -50,7 +50,7 @@ func startServe(t *testing.T, dataDir string) *served {
 	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(os.Args[0], "serve", "--data-dir", dataDir,
 		"--listen-client-urls", url, "--advertise-client-urls", url,
-		"--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer)
+		"--initial-advertise-peer-urls", peer, "--listen-peer-urls", peer, "--initial-cluster", "default="+peer)
 	cmd.Env = append(os.Environ(), "ETCKIT_RUN_MAIN=1")
 	var log strings.Builder
 	cmd.Stdout, cmd.Stderr = &log, &log

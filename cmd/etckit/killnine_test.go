@@ -215,7 +215,7 @@ func startKillable(t *testing.T, dataDir string, cycle int, extra ...string) *ki
 	defer logf.Close()
 	cmd := exec.Command(os.Args[0], "serve", "--data-dir", dataDir,
 		"--listen-client-urls", url, "--advertise-client-urls", url,
-		"--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer)
+		"--initial-advertise-peer-urls", peer, "--listen-peer-urls", peer, "--initial-cluster", "default="+peer)
 	if *killSnapCount != 0 {
 		cmd.Args = append(cmd.Args, fmt.Sprintf("--snapshot-count=%d", *killSnapCount))
 	}
