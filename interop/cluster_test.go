@@ -1,0 +1,329 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/server"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+func freeLocalAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// mixedMember is one member of a mixed cluster: etcd 3.7.3 (embed) or
+// etckit, on 127.0.0.1.
+type mixedMember struct {
+	kind       string // "etcd" or "etckit"
+	name, dir  string
+	peerURL    string
+	clientAddr string
+	etcd       *embed.Etcd
+	etckit     *server.Server
+	m          *member
+}
+
+type mixedCluster struct {
+	t       *testing.T
+	members []*mixedMember
+	initial string
+	token   string
+}
+
+// newMixedCluster bootstraps one cluster of the given kinds ("etcd",
+// "etckit"), all started at once as an operator would.
+func newMixedCluster(t *testing.T, kinds ...string) *mixedCluster {
+	c := &mixedCluster{t: t, token: "mixed-" + strings.Join(kinds, "-")}
+	var parts []string
+	for i, k := range kinds {
+		mm := &mixedMember{kind: k, name: fmt.Sprintf("%s-%d", k, i), dir: filepath.Join(t.TempDir(), fmt.Sprintf("m%d", i)),
+			peerURL: "http://" + freeLocalAddr(t), clientAddr: freeLocalAddr(t)}
+		c.members = append(c.members, mm)
+		parts = append(parts, mm.name+"="+mm.peerURL)
+	}
+	c.initial = strings.Join(parts, ",")
+	errc := make(chan error, len(kinds))
+	for _, mm := range c.members {
+		go func() { errc <- c.start(mm, "new") }()
+	}
+	for range kinds {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mm := range c.members {
+		c.dial(mm)
+	}
+	t.Cleanup(func() {
+		for _, mm := range c.members {
+			c.stop(mm)
+		}
+	})
+	return c
+}
+
+func (c *mixedCluster) start(mm *mixedMember, state string) error {
+	switch mm.kind {
+	case "etcd":
+		cfg := embed.NewConfig()
+		cfg.Name, cfg.Dir = mm.name, mm.dir
+		cfg.LogLevel = "error"
+		cfg.UnsafeNoFsync = true
+		pu, _ := url.Parse(mm.peerURL)
+		cu, _ := url.Parse("http://" + mm.clientAddr)
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+		cfg.InitialCluster, cfg.InitialClusterToken, cfg.ClusterState = c.initial, c.token, state
+		cfg.TickMs, cfg.ElectionMs = 50, 500
+		cfg.ListenMetricsUrls = nil
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", mm.name, err)
+		}
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(60 * time.Second):
+			e.Close()
+			return fmt.Errorf("%s: not ready in 60 s", mm.name)
+		}
+		mm.etcd = e
+	case "etckit":
+		s, err := server.New(server.Config{
+			Engine: engine.Options{Name: mm.name, DataDir: mm.dir, InitialCluster: c.initial, InitialClusterToken: c.token,
+				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: true},
+			InitialClusterState: state,
+			ListenClientURLs:    []string{"http://" + mm.clientAddr},
+			ListenPeerURLs:      []string{mm.peerURL},
+			TickInterval:        50 * time.Millisecond,
+			ElectionTicks:       10,
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", mm.name, err)
+		}
+		if err := s.Serve(); err != nil {
+			s.Stop()
+			return fmt.Errorf("%s: %w", mm.name, err)
+		}
+		select {
+		case <-s.Ready():
+		case <-time.After(60 * time.Second):
+			s.Stop()
+			return fmt.Errorf("%s: not ready in 60 s", mm.name)
+		}
+		mm.etckit = s
+	}
+	return nil
+}
+
+func (c *mixedCluster) dial(mm *mixedMember) {
+	stop := func() {}
+	mm.m = dial(c.t, mm.name, mm.clientAddr, stop)
+	waitReady(c.t, mm.m)
+}
+
+func (c *mixedCluster) stop(mm *mixedMember) {
+	if mm.m != nil {
+		mm.m.stop()
+		mm.m = nil
+	}
+	if mm.etcd != nil {
+		mm.etcd.Close()
+		mm.etcd = nil
+	}
+	if mm.etckit != nil {
+		mm.etckit.Stop()
+		mm.etckit = nil
+	}
+}
+
+func (c *mixedCluster) running() []*mixedMember {
+	var out []*mixedMember
+	for _, mm := range c.members {
+		if mm.m != nil {
+			out = append(out, mm)
+		}
+	}
+	return out
+}
+
+// leader waits until every running member names the same leader.
+func (c *mixedCluster) leader(ctx context.Context) *mixedMember {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var lead uint64
+		agree := true
+		byID := map[uint64]*mixedMember{}
+		for _, mm := range c.running() {
+			st, err := mm.m.maint.Status(ctx, &pb.StatusRequest{})
+			if err != nil || st.Leader == 0 || (lead != 0 && st.Leader != lead) {
+				agree = false
+				break
+			}
+			lead = st.Leader
+			byID[st.Header.MemberId] = mm
+		}
+		if agree && byID[lead] != nil {
+			return byID[lead]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatal("the members did not agree on a leader in 30 s")
+	return nil
+}
+
+// sameHashKV waits until HashKV at rev is the same on every running member.
+func (c *mixedCluster) sameHashKV(ctx context.Context, rev int64) uint32 {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var got map[string]uint32
+	for time.Now().Before(deadline) {
+		got = map[string]uint32{}
+		var first uint32
+		same := true
+		for i, mm := range c.running() {
+			r, err := mm.m.maint.HashKV(ctx, &pb.HashKVRequest{Revision: rev})
+			if err != nil {
+				same = false
+				break
+			}
+			got[mm.name] = r.Hash
+			if i == 0 {
+				first = r.Hash
+			} else if r.Hash != first {
+				same = false
+			}
+		}
+		if same {
+			return first
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("HashKV at revision %d differs: %v", rev, got)
+	return 0
+}
+
+// TestMixedClusterBootstrap: etcd 3.7.3 and etckit members bootstrapped
+// together as one cluster (two of one, one of the other, both ways). Writes
+// and linearizable reads through every member, a lease kept alive through
+// each member and revoked, MemberList on each naming all three with their
+// client URLs, HashKV equal on all; then the leader stops, the other two
+// go on, and the old leader comes back and catches up.
+func TestMixedClusterBootstrap(t *testing.T) {
+	for _, kinds := range [][]string{{"etcd", "etcd", "etckit"}, {"etckit", "etckit", "etcd"}} {
+		t.Run(strings.Join(kinds, "+"), func(t *testing.T) {
+			c := newMixedCluster(t, kinds...)
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			lead := c.leader(ctx)
+			t.Logf("leader: %s", lead.name)
+			var rev int64
+			for round := 0; round < 3; round++ {
+				for _, mm := range c.members {
+					for k := 0; k < 10; k++ {
+						resp, err := mm.m.kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprintf("k/%d/%s/%02d", round, mm.name, k)), Value: []byte(mm.kind)})
+						if err != nil {
+							t.Fatalf("put through %s: %v", mm.name, err)
+						}
+						rev = max(rev, resp.Header.Revision)
+					}
+					txn, err := mm.m.kv.Txn(ctx, &pb.TxnRequest{
+						Compare: []*pb.Compare{{Key: []byte("k/0/" + mm.name + "/00"), Target: pb.Compare_VERSION, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Version{Version: 1}}},
+						Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("k/0/" + mm.name + "/01")}}}}})
+					if err != nil {
+						t.Fatalf("txn through %s: %v", mm.name, err)
+					}
+					rev = max(rev, txn.Header.Revision)
+				}
+			}
+			for _, mm := range c.members {
+				rr, err := mm.m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("k/"), RangeEnd: []byte("k0"), CountOnly: true})
+				if err != nil || rr.Count != 87 || rr.Header.Revision < rev {
+					t.Fatalf("linearizable range on %s: count %d at %d (want 87 at >= %d): %v", mm.name, rr.GetCount(), rr.GetHeader().GetRevision(), rev, err)
+				}
+				ml, err := mm.m.cluster.MemberList(ctx, &pb.MemberListRequest{Linearizable: true})
+				if err != nil || len(ml.Members) != 3 {
+					t.Fatalf("member list on %s: %v %v", mm.name, ml, err)
+				}
+				for _, x := range ml.Members {
+					if x.Name == "" || len(x.ClientURLs) != 1 {
+						t.Fatalf("member list on %s: %v not published", mm.name, x)
+					}
+				}
+			}
+			// A lease granted through one member, kept alive through each.
+			g, err := c.members[0].m.lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.members[1].m.kv.Put(ctx, &pb.PutRequest{Key: []byte("leased"), Value: []byte("x"), Lease: g.ID}); err != nil {
+				t.Fatal(err)
+			}
+			for _, mm := range c.members {
+				ka, err := mm.m.lease.LeaseKeepAlive(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := ka.Send(&pb.LeaseKeepAliveRequest{ID: g.ID}); err != nil {
+					t.Fatal(err)
+				}
+				r, err := ka.Recv()
+				if err != nil || r.TTL != 5 || r.ID != g.ID {
+					t.Fatalf("keep-alive through %s: %v %v", mm.name, r, err)
+				}
+				ka.CloseSend()
+				ttl, err := mm.m.lease.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: g.ID, Keys: true})
+				if err != nil || ttl.GrantedTTL != 5 || ttl.TTL < 3 || ttl.TTL > 5 || len(ttl.Keys) != 1 {
+					t.Fatalf("TimeToLive through %s: %v %v", mm.name, ttl, err)
+				}
+			}
+			rv, err := c.members[2].m.lease.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: g.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev = rv.Header.Revision
+			h := c.sameHashKV(ctx, rev)
+			t.Logf("revision %d: HashKV %d on all three", rev, h)
+
+			// The leader stops; the other two elect one and go on.
+			c.stop(lead)
+			newLead := c.leader(ctx)
+			t.Logf("leader %s stopped; new leader %s", lead.name, newLead.name)
+			for _, mm := range c.running() {
+				for k := 0; k < 10; k++ {
+					resp, err := mm.m.kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprintf("after/%s/%02d", mm.name, k)), Value: []byte("y")})
+					if err != nil {
+						t.Fatalf("put through %s with the leader down: %v", mm.name, err)
+					}
+					rev = max(rev, resp.Header.Revision)
+				}
+			}
+			if err := c.start(lead, "new"); err != nil {
+				t.Fatal(err)
+			}
+			c.dial(lead)
+			c.leader(ctx)
+			h = c.sameHashKV(ctx, rev)
+			rr, err := lead.m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("after/"), RangeEnd: []byte("after0"), CountOnly: true})
+			if err != nil || rr.Count != 20 {
+				t.Fatalf("restarted %s: %v %v", lead.name, rr.GetCount(), err)
+			}
+			t.Logf("%s restarted and caught up: revision %d, HashKV %d on all three", lead.name, rev, h)
+		})
+	}
+}
