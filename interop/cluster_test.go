@@ -3,7 +3,9 @@ package interop
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -43,12 +45,19 @@ type mixedCluster struct {
 	members []*mixedMember
 	initial string
 	token   string
+	// snapshotCount and catchUp, when set, are every member's
+	// --snapshot-count and --snapshot-catchup-entries.
+	snapshotCount, catchUp uint64
 }
 
 // newMixedCluster bootstraps one cluster of the given kinds ("etcd",
 // "etckit"), all started at once as an operator would.
 func newMixedCluster(t *testing.T, kinds ...string) *mixedCluster {
-	c := &mixedCluster{t: t, token: "mixed-" + strings.Join(kinds, "-")}
+	return newMixedClusterWith(t, 0, 0, kinds...)
+}
+
+func newMixedClusterWith(t *testing.T, snapshotCount, catchUp uint64, kinds ...string) *mixedCluster {
+	c := &mixedCluster{t: t, token: "mixed-" + strings.Join(kinds, "-"), snapshotCount: snapshotCount, catchUp: catchUp}
 	var parts []string
 	for i, k := range kinds {
 		mm := &mixedMember{kind: k, name: fmt.Sprintf("%s-%d", k, i), dir: filepath.Join(t.TempDir(), fmt.Sprintf("m%d", i)),
@@ -90,6 +99,9 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 		cfg.InitialCluster, cfg.InitialClusterToken, cfg.ClusterState = c.initial, c.token, state
 		cfg.TickMs, cfg.ElectionMs = 50, 500
+		if c.snapshotCount != 0 {
+			cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = c.snapshotCount, c.catchUp
+		}
 		cfg.ListenMetricsUrls = nil
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
@@ -105,7 +117,7 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 	case "etckit":
 		s, err := server.New(server.Config{
 			Engine: engine.Options{Name: mm.name, DataDir: mm.dir, InitialCluster: c.initial, InitialClusterToken: c.token,
-				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: true},
+				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: true, SnapshotCount: c.snapshotCount, CatchUpEntries: c.catchUp},
 			InitialClusterState: state,
 			ListenClientURLs:    []string{"http://" + mm.clientAddr},
 			ListenPeerURLs:      []string{mm.peerURL},
@@ -326,4 +338,78 @@ func TestMixedClusterBootstrap(t *testing.T) {
 			t.Logf("%s restarted and caught up: revision %d, HashKV %d on all three", lead.name, rev, h)
 		})
 	}
+}
+
+// TestMixedClusterSnapshotCatchUp: a member of the other kind is stopped,
+// the other two write far past their raft logs (--snapshot-count 100,
+// --snapshot-catchup-entries 50), and when it comes back the leader sends
+// it a db snapshot: etcd's leader to an etckit follower, and etckit's
+// leader to an etcd follower. It must catch up to the same HashKV and
+// keep taking writes, and its data dir must reopen.
+func TestMixedClusterSnapshotCatchUp(t *testing.T) {
+	for _, kinds := range [][]string{{"etcd", "etcd", "etckit"}, {"etckit", "etckit", "etcd"}} {
+		t.Run(strings.Join(kinds, "+")+"/lagging-"+kinds[2], func(t *testing.T) {
+			c := newMixedClusterWith(t, 100, 50, kinds...)
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			c.leader(ctx)
+			lag := c.members[2]
+			c.stop(lag)
+			lead := c.leader(ctx)
+			var rev int64
+			for k := 0; k < 1000; k++ {
+				mm := c.members[k%2]
+				resp, err := mm.m.kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprintf("lag/%04d", k%300)), Value: []byte(fmt.Sprintf("v%d", k))})
+				if err != nil {
+					t.Fatalf("put through %s: %v", mm.name, err)
+				}
+				rev = max(rev, resp.Header.Revision)
+			}
+			t.Logf("%s down; %d puts through the leader %s and the other member", lag.name, 1000, lead.name)
+			if err := c.start(lag, "new"); err != nil {
+				t.Fatal(err)
+			}
+			c.dial(lag)
+			h := c.sameHashKV(ctx, rev)
+			if lag.etckit != nil && lag.etckit.SnapshotsReceived() == 0 {
+				t.Fatalf("%s caught up without a snapshot", lag.name)
+			}
+			if lead.etckit != nil {
+				if m := httpGet(t, "http://"+lead.clientAddr+"/metrics"); !strings.Contains(m, "etcd_network_snapshot_send_success{To=") {
+					t.Fatalf("%s sent no snapshot", lead.name)
+				}
+			}
+			rr, err := lag.m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("lag/"), RangeEnd: []byte("lag0"), Serializable: true})
+			if err != nil || rr.Count != 300 {
+				t.Fatalf("caught-up %s: %d keys, %v", lag.name, rr.GetCount(), err)
+			}
+			for k := 0; k < 20; k++ {
+				resp, err := lag.m.kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprintf("post/%02d", k)), Value: []byte("z")})
+				if err != nil {
+					t.Fatalf("put through caught-up %s: %v", lag.name, err)
+				}
+				rev = resp.Header.Revision
+			}
+			c.sameHashKV(ctx, rev)
+			// Its data dir reopens (the snapshot's .snap, WAL record and db).
+			c.stop(lag)
+			if err := c.start(lag, "new"); err != nil {
+				t.Fatal(err)
+			}
+			c.dial(lag)
+			h = c.sameHashKV(ctx, rev)
+			t.Logf("%s caught up by snapshot and restarted: revision %d, HashKV %d on all three", lag.name, rev, h)
+		})
+	}
+}
+
+func httpGet(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -152,6 +153,35 @@ type metrics struct {
 	// leader (etcd counts the same).
 	proposalsFailed atomic.Uint64
 	defragInflight  atomic.Int64
+
+	// Snapshots sent to and received from each peer, successful ones
+	// (etcd_network_snapshot_send_success, _receive_success).
+	snapMu       sync.Mutex
+	snapSent     map[uint64]uint64
+	snapReceived map[uint64]uint64
+}
+
+// countSnapshot counts a snapshot sent to or received from peer.
+func (m *metrics) countSnapshot(sent bool, peer uint64) {
+	m.snapMu.Lock()
+	defer m.snapMu.Unlock()
+	if sent {
+		m.snapSent[peer]++
+	} else {
+		m.snapReceived[peer]++
+	}
+}
+
+// SnapshotsReceived is how many db snapshots this member has received and
+// applied, from any peer.
+func (s *Server) SnapshotsReceived() uint64 {
+	s.metrics.snapMu.Lock()
+	defer s.metrics.snapMu.Unlock()
+	var n uint64
+	for _, v := range s.metrics.snapReceived {
+		n += v
+	}
+	return n
 }
 
 func (s *Server) pendingProposals() int64 {
@@ -165,6 +195,8 @@ func newMetrics() *metrics {
 		walFsync:      newHistogram("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL."),
 		backendCommit: newHistogram("etcd_disk_backend_commit_duration_seconds", "The latency distributions of commit called by backend."),
 		defrag:        newHistogramBuckets("etcd_disk_backend_defrag_duration_seconds", "The latency distribution of backend defragmentation.", 0.1, 13),
+		snapSent:      map[uint64]uint64{},
+		snapReceived:  map[uint64]uint64{},
 	}
 }
 
@@ -204,5 +236,24 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	fmt.Fprintf(w, "# HELP etcd_server_proposals_failed_total The total number of failed proposals seen.\n# TYPE etcd_server_proposals_failed_total counter\netcd_server_proposals_failed_total %d\n", s.metrics.proposalsFailed.Load())
 	fmt.Fprintf(w, "# HELP etcd_server_leader_changes_seen_total The number of leader changes seen.\n# TYPE etcd_server_leader_changes_seen_total counter\netcd_server_leader_changes_seen_total %d\n", s.metrics.leaderChanges.Load())
+	s.metrics.snapMu.Lock()
+	for _, c := range []struct {
+		name, help, label string
+		m                 map[uint64]uint64
+	}{
+		{"etcd_network_snapshot_send_success", "Total number of successful snapshot sends", "To", s.metrics.snapSent},
+		{"etcd_network_snapshot_receive_success", "Total number of successful snapshot receives", "From", s.metrics.snapReceived},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
+		ids := make([]uint64, 0, len(c.m))
+		for id := range c.m {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			fmt.Fprintf(w, "%s{%s=%q} %d\n", c.name, c.label, fmt.Sprintf("%x", id), c.m[id])
+		}
+	}
+	s.metrics.snapMu.Unlock()
 	fmt.Fprintf(w, "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version.\n# TYPE etcd_server_version gauge\netcd_server_version{server_version=%q} 1\n", Version)
 }

@@ -366,6 +366,7 @@ func (s *Server) applyOne(job applyJob) error {
 		if err := s.eng.ApplySnapshot(job.snap); err != nil {
 			return err
 		}
+		s.metrics.countSnapshot(false, s.Leader())
 		s.syncPeers()
 		s.notifyApplied(job.snap.GetMetadata().GetIndex())
 	}
@@ -417,7 +418,10 @@ func (s *Server) sendSnapshot(m *raftpb.Message) {
 		pw.CloseWithError(err)
 	}()
 	s.log.Info("sending database snapshot", "to", fmt.Sprintf("%x", m.GetTo()), "index", ds.Index, "term", ds.Term, "db-bytes", ds.Size)
-	s.cfg.Transport.SendSnapshot(&transport.SnapshotMessage{Message: msg, DB: pr, Size: ds.Size, Done: func(bool) {
+	s.cfg.Transport.SendSnapshot(&transport.SnapshotMessage{Message: msg, DB: pr, Size: ds.Size, Done: func(sent bool) {
+		if sent {
+			s.metrics.countSnapshot(true, m.GetTo())
+		}
 		pr.Close()
 		ds.Release()
 		go func() {
