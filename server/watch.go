@@ -9,6 +9,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // invalidWatchID is clientv3.InvalidWatchID; autoWatchID is
@@ -44,7 +46,8 @@ type watchIDs struct {
 // been sent.
 func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
 	s := w.s
-	ws := s.eng.Store().NewWatchStreamOptions(mvcc.WatchStreamOptions{
+	st, swapped := s.eng.StoreSwapped()
+	ws := st.NewWatchStreamOptions(mvcc.WatchStreamOptions{
 		MaxResponseBytes:       s.cfg.MaxRequestBytes + grpcOverheadBytes, // etcd: MaxRequestBytesWithOverhead
 		ProgressNotifyInterval: s.cfg.WatchProgressNotifyInterval,
 	})
@@ -260,5 +263,10 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 		return stream.Context().Err()
 	case <-s.stopc:
 		return rpctypes.ErrGRPCStopped
+	case <-swapped:
+		// etcd restores its watchers on the new store; here the stream
+		// ends with a code client/v3 retries on, and the client watches
+		// again from its last revision.
+		return status.Error(codes.Unavailable, "etcdserver: the member applied a snapshot from the leader; watch again")
 	}
 }
