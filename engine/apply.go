@@ -36,8 +36,9 @@ type ConfChanger func(cc raftpb.ConfChangeI) *raftpb.ConfState
 // consistent_index were applied before a restart and only go to raft (conf
 // changes); the others change the store, with consistent_index and term
 // written in the same bbolt transaction as their data. done is called for
-// every applied normal entry. The error is a storage failure: the member
-// must stop.
+// every applied normal entry and every applied conf change that has an ID
+// (a proposer waits for it; a refused one carries the reason). The error
+// is a storage failure: the member must stop.
 func (e *Engine) Apply(ents []*raftpb.Entry, applyConf ConfChanger, done func(Result)) error {
 	if err := e.store.BackgroundErr(); err != nil {
 		return fmt.Errorf("engine: %w", err)
@@ -53,7 +54,7 @@ func (e *Engine) Apply(ents []*raftpb.Entry, applyConf ConfChanger, done func(Re
 			if uerr := proto.Unmarshal(ent.GetData(), &cc); uerr != nil {
 				return fmt.Errorf("engine: entry %d: decode ConfChange: %w", idx, uerr)
 			}
-			err = e.applyConfChange(idx, term, &cc, applyConf)
+			err = e.applyConfChange(idx, term, &cc, applyConf, done)
 		case raftpb.EntryConfChangeV2:
 			var cc raftpb.ConfChangeV2
 			if uerr := proto.Unmarshal(ent.GetData(), &cc); uerr != nil {
@@ -346,11 +347,33 @@ func (e *Engine) applyV2(r v2Request) error {
 
 // applyConfChange changes the membership (and, above the consistent index,
 // the members buckets) and the raft configuration.
-func (e *Engine) applyConfChange(idx, term uint64, cc *raftpb.ConfChange, applyConf ConfChanger) error {
+func (e *Engine) applyConfChange(idx, term uint64, cc *raftpb.ConfChange, applyConf ConfChanger, done func(Result)) error {
 	var ctx confChangeContext
 	if len(cc.GetContext()) > 0 {
 		if err := json.Unmarshal(cc.GetContext(), &ctx); err != nil {
 			return fmt.Errorf("engine: entry %d: conf change context is not member JSON: %w", idx, err)
+		}
+	}
+	// etcd checks a conf change when it applies it (entries below the
+	// consistent index were checked before the restart): one that fails is
+	// given to raft with node 0, which raft ignores, and its proposer gets
+	// the error. Every member, etcd or etckit, must decide the same way.
+	if idx > e.ci {
+		if verr := e.validateConfChange(cc, &ctx); verr != nil {
+			rejected := proto.Clone(cc).(*raftpb.ConfChange)
+			rejected.NodeId = proto.Uint64(0)
+			applyConf(rejected)
+			if err := e.withIndex(idx, term, func() error { return nil }); err != nil {
+				return err
+			}
+			if done != nil && cc.GetId() != 0 {
+				done(Result{ID: cc.GetId(), Index: idx, Err: verr})
+			}
+			return nil
+		}
+		// The proposer (MemberAdd and the others) hears once it is applied.
+		if done != nil && cc.GetId() != 0 {
+			defer done(Result{ID: cc.GetId(), Index: idx})
 		}
 	}
 	id := cc.GetNodeId()
@@ -399,6 +422,88 @@ func (e *Engine) applyConfChange(idx, term uint64, cc *raftpb.ConfChange, applyC
 		}
 		return e.saveConfState(cs)
 	})
+}
+
+// The errors of a conf change refused when applied, with etcd's
+// membership messages.
+var (
+	ErrIDRemoved        = errors.New("membership: ID removed")
+	ErrIDExists         = errors.New("membership: ID exists")
+	ErrIDNotFound       = errors.New("membership: ID not found")
+	ErrPeerURLExists    = errors.New("membership: peerURL exists")
+	ErrMemberNotLearner = errors.New("membership: can only promote a learner member")
+	ErrTooManyLearners  = errors.New("membership: too many learner members in cluster")
+)
+
+// validateConfChange is etcd's RaftCluster.ValidateConfigurationChange,
+// against the members as applied so far.
+func (e *Engine) validateConfChange(cc *raftpb.ConfChange, ctx *confChangeContext) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	id := cc.GetNodeId()
+	if e.removed[id] {
+		return ErrIDRemoved
+	}
+	urlsExcept := func(skip uint64) map[string]bool {
+		urls := map[string]bool{}
+		for _, m := range e.members {
+			if m.ID == skip {
+				continue
+			}
+			for _, u := range m.PeerURLs {
+				urls[u] = true
+			}
+		}
+		return urls
+	}
+	switch cc.GetType() {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		if ctx.IsPromote {
+			m := e.members[id]
+			if m == nil {
+				return ErrIDNotFound
+			}
+			if !m.IsLearner {
+				return ErrMemberNotLearner
+			}
+			return nil
+		}
+		if e.members[id] != nil {
+			return ErrIDExists
+		}
+		urls := urlsExcept(0)
+		for _, u := range ctx.PeerURLs {
+			if urls[u] {
+				return ErrPeerURLExists
+			}
+		}
+		if ctx.IsLearner && cc.GetType() == raftpb.ConfChangeAddLearnerNode {
+			learners := 0
+			for _, m := range e.members {
+				if m.IsLearner {
+					learners++
+				}
+			}
+			if learners+1 > e.opts.MaxLearners {
+				return ErrTooManyLearners
+			}
+		}
+	case raftpb.ConfChangeRemoveNode:
+		if e.members[id] == nil {
+			return ErrIDNotFound
+		}
+	case raftpb.ConfChangeUpdateNode:
+		if e.members[id] == nil {
+			return ErrIDNotFound
+		}
+		urls := urlsExcept(id)
+		for _, u := range ctx.PeerURLs {
+			if urls[u] {
+				return ErrPeerURLExists
+			}
+		}
+	}
+	return nil
 }
 
 type confStateJSON struct {

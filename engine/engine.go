@@ -58,6 +58,10 @@ type Options struct {
 	SnapshotCount uint64
 	// CatchUpEntries stay in the in-memory raft log after a snapshot.
 	CatchUpEntries uint64
+	// MaxLearners is --max-learners: how many learners the membership may
+	// hold (default 1). Conf changes are checked against it when applied,
+	// so every member of a cluster must have the same.
+	MaxLearners int
 	// MaxSnapshots and MaxWALs are how many .snap files and WAL segments
 	// are kept (default 5; negative disables purging).
 	MaxSnapshots, MaxWALs int
@@ -71,9 +75,19 @@ type Options struct {
 	NoSync bool
 	// WALSegmentSize overrides the WAL segment size (tests).
 	WALSegmentSize int64
+	// Join, for a member without a WAL, joins a running cluster (etcd's
+	// --initial-cluster-state=existing) under the IDs the cluster gave it:
+	// the WAL starts without bootstrap entries, and the leader sends the
+	// log or a snapshot.
+	Join *Join
 	// MVCC configures the key-value store.
 	MVCC   mvcc.Options
 	Logger *slog.Logger
+}
+
+// Join is what a joining member learned from the cluster's /members.
+type Join struct {
+	ClusterID, MemberID uint64
 }
 
 func (o *Options) setDefaults() {
@@ -91,6 +105,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxSnapshots == 0 {
 		o.MaxSnapshots = DefaultMaxSnapshots
+	}
+	if o.MaxLearners == 0 {
+		o.MaxLearners = 1
 	}
 	if o.MaxWALs == 0 {
 		o.MaxWALs = DefaultMaxWALs
@@ -230,6 +247,12 @@ func (e *Engine) bootstrap() error {
 	if self == nil {
 		return fmt.Errorf("engine: bootstrap: member %q is not in --initial-cluster %q", o.Name, o.InitialCluster)
 	}
+	if o.Join != nil {
+		// The cluster's IDs, and no bootstrap entries: the leader sends
+		// the membership with the log.
+		self = &Member{ID: o.Join.MemberID, PeerURLs: self.PeerURLs, Name: self.Name}
+		cid, members = o.Join.ClusterID, nil
+	}
 	if len(o.InitialAdvertisePeerURLs) > 0 {
 		adv := slices.Clone(o.InitialAdvertisePeerURLs)
 		slices.Sort(adv)
@@ -280,6 +303,9 @@ func (e *Engine) bootstrap() error {
 		}
 	}
 	hs := &raftpb.HardState{Term: proto.Uint64(1), Vote: proto.Uint64(0), Commit: proto.Uint64(uint64(len(ents)))}
+	if o.Join != nil {
+		hs = &raftpb.HardState{} // etcd's joining member starts raft with no peers and no state
+	}
 	if err := e.w.Save(hs, ents); err != nil {
 		return err
 	}
@@ -290,7 +316,7 @@ func (e *Engine) bootstrap() error {
 	if err := e.rs.Append(ents); err != nil {
 		return err
 	}
-	e.term, e.commitIndex = 1, uint64(len(ents))
+	e.term, e.commitIndex = hs.GetTerm(), hs.GetCommit()
 	e.confState = &raftpb.ConfState{}
 	e.log.Info("bootstrapped new member", "name", o.Name, "member-id", fmt.Sprintf("%x", e.id),
 		"cluster-id", fmt.Sprintf("%x", e.clusterID), "data-dir", o.DataDir, "wal-dir", o.WALDir)

@@ -413,3 +413,168 @@ func httpGet(t *testing.T, u string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// add asks a running member to add a member of kind (as a learner if
+// asked), then starts it with --initial-cluster-state=existing and an
+// --initial-cluster of every member, as an operator does.
+func (c *mixedCluster) add(kind string, learner bool) *mixedMember {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mm := &mixedMember{kind: kind, name: fmt.Sprintf("%s-%d", kind, len(c.members)), dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("m%d", len(c.members))),
+		peerURL: "http://" + freeLocalAddr(c.t), clientAddr: freeLocalAddr(c.t)}
+	via := c.running()[0]
+	var resp *pb.MemberAddResponse
+	for {
+		var err error
+		resp, err = via.m.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{mm.peerURL}, IsLearner: learner})
+		if err == nil {
+			break
+		}
+		// Both refuse until the peers have been connected for etcd's
+		// HealthInterval (5 s) — the strict reconfiguration check.
+		if !strings.Contains(err.Error(), "unhealthy cluster") || ctx.Err() != nil {
+			c.t.Fatalf("MemberAdd %s through %s: %v", mm.name, via.name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var parts []string
+	for _, m := range resp.Members {
+		name := m.Name
+		if m.ID == resp.Member.ID {
+			name = mm.name
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, name+"="+u)
+		}
+	}
+	c.initial = strings.Join(parts, ",")
+	c.members = append(c.members, mm)
+	if err := c.start(mm, "existing"); err != nil {
+		c.t.Fatal(err)
+	}
+	c.dial(mm)
+	return mm
+}
+
+// remove removes mm through another member and stops it.
+func (c *mixedCluster) remove(mm *mixedMember) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := mm.m.maint.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var via *mixedMember
+	for _, o := range c.running() {
+		if o != mm {
+			via = o
+			break
+		}
+	}
+	for {
+		_, err := via.m.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: st.Header.MemberId})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "unhealthy cluster") || ctx.Err() != nil {
+			c.t.Fatalf("MemberRemove %s through %s: %v", mm.name, via.name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.stop(mm)
+}
+
+// promote promotes the learner mm through another member, retrying while
+// it is not yet in sync (etcd's readiness rule).
+func (c *mixedCluster) promote(mm *mixedMember) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := mm.m.maint.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, via := range c.running() {
+		if via == mm {
+			continue
+		}
+		for {
+			_, err := via.m.cluster.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: st.Header.MemberId})
+			if err == nil {
+				return
+			}
+			if !strings.Contains(err.Error(), "in sync with leader") || ctx.Err() != nil {
+				c.t.Fatalf("MemberPromote %s through %s: %v", mm.name, via.name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// checkWrites writes through every running member and waits for HashKV to
+// agree.
+func (c *mixedCluster) checkWrites(tag string) uint32 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var rev int64
+	for _, mm := range c.running() {
+		for k := 0; k < 5; k++ {
+			resp, err := mm.m.kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprintf("%s/%s/%d", tag, mm.name, k)), Value: []byte(mm.kind)})
+			if err != nil {
+				c.t.Fatalf("%s: put through %s: %v", tag, mm.name, err)
+			}
+			rev = max(rev, resp.Header.Revision)
+		}
+	}
+	return c.sameHashKV(ctx, rev)
+}
+
+// TestMixedClusterMembership: the operator's migration. etckit joins an
+// etcd 3.7.3 cluster through MemberAdd and etcd joins an etckit cluster;
+// then the members of a three-member etcd cluster are replaced by etckit
+// one at a time — each new member added as a learner, promoted once in
+// sync, then an etcd member removed — with writes through every member and
+// HashKV equal after each step, until no etcd member is left.
+func TestMixedClusterMembership(t *testing.T) {
+	t.Run("etckit-joins-etcd", func(t *testing.T) {
+		c := newMixedCluster(t, "etcd", "etcd", "etcd")
+		c.checkWrites("before")
+		c.add("etckit", false)
+		h := c.checkWrites("after")
+		t.Logf("four members, HashKV %d on all", h)
+	})
+	t.Run("etcd-joins-etckit", func(t *testing.T) {
+		c := newMixedCluster(t, "etckit", "etckit", "etckit")
+		c.checkWrites("before")
+		c.add("etcd", false)
+		h := c.checkWrites("after")
+		t.Logf("four members, HashKV %d on all", h)
+	})
+	t.Run("replace-etcd-with-etckit", func(t *testing.T) {
+		c := newMixedCluster(t, "etcd", "etcd", "etcd")
+		c.checkWrites("start")
+		old := append([]*mixedMember(nil), c.members...)
+		for i, o := range old {
+			n := c.add("etckit", true)
+			c.promote(n)
+			c.checkWrites(fmt.Sprintf("added-%d", i))
+			c.remove(o)
+			h := c.checkWrites(fmt.Sprintf("removed-%d", i))
+			t.Logf("step %d: %s added, promoted; %s removed; HashKV %d", i, n.name, o.name, h)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ml, err := c.running()[0].m.cluster.MemberList(ctx, &pb.MemberListRequest{Linearizable: true})
+		if err != nil || len(ml.Members) != 3 {
+			t.Fatalf("member list %v %v", ml, err)
+		}
+		for _, m := range ml.Members {
+			if !strings.HasPrefix(m.Name, "etckit-") || m.IsLearner {
+				t.Fatalf("member %v after the migration", m)
+			}
+		}
+	})
+}

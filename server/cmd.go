@@ -187,6 +187,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 			InitialAdvertisePeerURLs: splitURLs(f.initialAdvertisePeerURLs),
 			SnapshotCount:            f.snapshotCount,
 			CatchUpEntries:           catchUp,
+			MaxLearners:              f.maxLearners,
 			MaxSnapshots:             maxSnaps,
 			MaxWALs:                  maxWALs,
 			NoSync:                   f.unsafeNoFsync,
@@ -209,6 +210,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 
 		DisablePreVote:                    !f.preVote,
 		DisableInitialElectionTickAdvance: !f.initialElectionTickAdvance,
+		DisableStrictReconfigCheck:        !f.strictReconfigCheck,
 
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 	}, nil

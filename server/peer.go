@@ -78,6 +78,7 @@ func (s *Server) startPeer() error {
 		mux.Handle("/raft/", h)
 	}
 	mux.HandleFunc("/members", s.serveMembers)
+	mux.HandleFunc("/members/promote/", s.servePromote)
 	mux.HandleFunc("/version", s.serveVersion)
 	mux.HandleFunc("/leases", s.serveLeaseRenew)
 	mux.HandleFunc("/leases/internal", s.serveLeaseTimeToLive)

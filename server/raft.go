@@ -270,6 +270,8 @@ func (s *Server) handleReady(rd raft.Ready) error {
 				job.done = nil
 			case c := <-s.confc:
 				s.serveConf(c)
+			case fn := <-s.reportc:
+				fn()
 			case <-s.stopc:
 				return nil
 			}

@@ -96,6 +96,9 @@ type Config struct {
 	// --initial-election-tick-advance (default true).
 	DisablePreVote                    bool
 	DisableInitialElectionTickAdvance bool
+	// DisableStrictReconfigCheck is --strict-reconfig-check=false: member
+	// changes skip etcd's quorum and connectivity checks.
+	DisableStrictReconfigCheck bool
 
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
@@ -225,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 	if bo := &cfg.Engine.MVCC.Backend; !bo.ReadOnly && bo.BatchInterval == 0 {
 		commitInterval, bo.BatchInterval = 100*time.Millisecond, 24*time.Hour
 	}
+	var joined *joinInfo
 	if cfg.InitialClusterState == "existing" {
 		walDir := cfg.Engine.WALDir
 		if walDir == "" {
@@ -235,7 +239,14 @@ func New(cfg Config) (*Server, error) {
 			fsys = vfs.OS{}
 		}
 		if !wal.Exist(fsys, walDir) {
-			return nil, fmt.Errorf("server: --initial-cluster-state=existing with no WAL in %s: joining a running cluster is not implemented yet", walDir)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			join, err := discoverCluster(ctx, cfg)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", err)
+			}
+			cfg.Engine.Join = &engine.Join{ClusterID: join.clusterID, MemberID: join.memberID}
+			joined = join
 		}
 	}
 	eng, err := engine.Open(cfg.Engine)
@@ -294,6 +305,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.syncPeers()
+	if joined != nil && s.tr != nil {
+		// Until the membership reaches this member through raft, it
+		// answers the members it read from /members (etcd's remotes).
+		for _, m := range joined.members {
+			if m.ID != s.ID() {
+				s.tr.AddRemote(m.ID, m.PeerURLs)
+			}
+		}
+		s.log.Info("joining a running cluster", "cluster-id", fmt.Sprintf("%x", s.ClusterID()), "member-id", fmt.Sprintf("%x", s.ID()), "members", len(joined.members))
+	}
 	s.wg.Add(5)
 	go s.timeoutLoop()
 	go s.applyLoop()

@@ -198,6 +198,10 @@ func (t *Transport) AddPeer(id uint64, urls []string) error {
 	if t.stopped || t.peers[id] != nil || id == t.cfg.ID {
 		return nil
 	}
+	if r := t.remotes[id]; r != nil {
+		delete(t.remotes, id) // the peer takes over
+		go r.stop()
+	}
 	t.peers[id] = startPeer(t, id, us, true)
 	t.log.Info("added peer", "peer-id", idString(id), "peer-urls", urls)
 	return nil
