@@ -677,6 +677,14 @@ func (e *Engine) Members() []Member {
 	return out
 }
 
+// IsLearner reports whether member id is a learner.
+func (e *Engine) IsLearner(id uint64) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	m := e.members[id]
+	return m != nil && m.IsLearner
+}
+
 // IsRemoved reports whether member id was removed from the cluster.
 func (e *Engine) IsRemoved(id uint64) bool {
 	e.mu.RLock()

@@ -145,7 +145,18 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 func (c *mixedCluster) dial(mm *mixedMember) {
 	stop := func() {}
 	mm.m = dial(c.t, mm.name, mm.clientAddr, stop)
-	waitReady(c.t, mm.m)
+	// Serializable: a learner refuses linearizable reads.
+	var err error
+	for i := 0; i < 300; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err = mm.m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("\x00"), Serializable: true})
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("%s not ready: %v", mm.name, err)
 }
 
 func (c *mixedCluster) stop(mm *mixedMember) {
@@ -513,6 +524,25 @@ func (c *mixedCluster) promote(mm *mixedMember) {
 	}
 }
 
+// checkLearner: a learner refuses writes and linearizable reads with
+// etcd's error, and answers serializable reads.
+func (c *mixedCluster) checkLearner(mm *mixedMember) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := mm.m.kv.Put(ctx, &pb.PutRequest{Key: []byte("learner"), Value: []byte("x")})
+	if err == nil || !strings.Contains(err.Error(), "etcdserver: rpc not supported for learner") {
+		c.t.Fatalf("put through the learner %s: %v", mm.name, err)
+	}
+	_, err = mm.m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("a")})
+	if err == nil || !strings.Contains(err.Error(), "etcdserver: rpc not supported for learner") {
+		c.t.Fatalf("linearizable range on the learner %s: %v", mm.name, err)
+	}
+	if _, err := mm.m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("a"), Serializable: true}); err != nil {
+		c.t.Fatalf("serializable range on the learner %s: %v", mm.name, err)
+	}
+}
+
 // checkWrites writes through every running member and waits for HashKV to
 // agree.
 func (c *mixedCluster) checkWrites(tag string) uint32 {
@@ -546,10 +576,12 @@ func TestMixedClusterMembership(t *testing.T) {
 		h := c.checkWrites("after")
 		t.Logf("four members, HashKV %d on all", h)
 	})
-	t.Run("etcd-joins-etckit", func(t *testing.T) {
+	t.Run("etcd-joins-etckit-as-learner", func(t *testing.T) {
 		c := newMixedCluster(t, "etckit", "etckit", "etckit")
 		c.checkWrites("before")
-		c.add("etcd", false)
+		n := c.add("etcd", true)
+		c.checkLearner(n)
+		c.promote(n)
 		h := c.checkWrites("after")
 		t.Logf("four members, HashKV %d on all", h)
 	})
@@ -559,6 +591,7 @@ func TestMixedClusterMembership(t *testing.T) {
 		old := append([]*mixedMember(nil), c.members...)
 		for i, o := range old {
 			n := c.add("etckit", true)
+			c.checkLearner(n)
 			c.promote(n)
 			c.checkWrites(fmt.Sprintf("added-%d", i))
 			c.remove(o)
@@ -577,4 +610,51 @@ func TestMixedClusterMembership(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMixedClusterPeerEndpoints asks an etcd and an etckit member of one
+// cluster the same questions on their peer URLs: /members, /version,
+// /members/hashkv, /downgrade/enabled, /raft/probing and a path neither
+// has. The member lists and hashes must be equal, the versions differ only
+// in the server's own.
+func TestMixedClusterPeerEndpoints(t *testing.T) {
+	c := newMixedCluster(t, "etcd", "etckit", "etckit")
+	c.checkWrites("peer")
+	e, k := c.members[0], c.members[1]
+	get := func(base, path, body string) (int, string, http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	for _, q := range []struct{ path, body string }{
+		{"/members", ""}, {"/members/hashkv", `{"revision":0}`}, {"/members/hashkv", `{"revision":100000}`},
+		{"/members/hashkv", `nonsense`}, {"/downgrade/enabled", ""}, {"/nothing", ""}, {"/raft/nothing", ""},
+	} {
+		ec, eb, eh := get(e.peerURL, q.path, q.body)
+		kc, kb, kh := get(k.peerURL, q.path, q.body)
+		if ec != kc || eb != kb || eh.Get("X-Etcd-Cluster-ID") != kh.Get("X-Etcd-Cluster-ID") {
+			t.Errorf("GET %s %s: etcd %d %q (cluster %q), etckit %d %q (cluster %q)", q.path, q.body, ec, eb, eh.Get("X-Etcd-Cluster-ID"), kc, kb, kh.Get("X-Etcd-Cluster-ID"))
+		} else {
+			t.Logf("GET %s %s: %d %.120s", q.path, q.body, ec, eb)
+		}
+	}
+	_, ev, _ := get(e.peerURL, "/version", "")
+	_, kv, _ := get(k.peerURL, "/version", "")
+	want := strings.Replace(ev, `"etcdserver":"3.7.3"`, `"etcdserver":"3.6.0"`, 1)
+	if kv != want {
+		t.Errorf("/version: etcd %s, etckit %s", ev, kv)
+	}
+	ec, eb, _ := get(e.peerURL, "/raft/probing", "")
+	kc, kb, _ := get(k.peerURL, "/raft/probing", "")
+	if ec != 200 || kc != 200 || !strings.HasPrefix(eb, `{"OK":true,"Now":"`) || !strings.HasPrefix(kb, `{"OK":true,"Now":"`) {
+		t.Errorf("/raft/probing: etcd %d %q, etckit %d %q", ec, eb, kc, kb)
+	}
 }

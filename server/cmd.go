@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ type flags struct {
 	strictReconfigCheck                             bool
 	maxLearners                                     int
 	featureGates                                    string
+	version                                         bool
 	quotaBackendBytes                               int64
 	maxRequestBytes                                 uint
 	maxTxnOps                                       uint
@@ -64,6 +66,12 @@ With no flags it starts one member named "default" with its data in
 ./default.etckit and the client API on 127.0.0.1:2379.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.version {
+				// etcd --version, which etcd's test framework reads.
+				fmt.Fprintf(cmd.OutOrStdout(), "etcd Version: %s\nGit SHA: etckit\nGo Version: %s\nGo OS/Arch: %s/%s\n",
+					Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				return nil
+			}
 			if err := setFlagsFromEnv(cmd.Flags(), os.LookupEnv); err != nil {
 				return err
 			}
@@ -104,6 +112,7 @@ With no flags it starts one member named "default" with its data in
 	fs.BoolVar(&f.strictReconfigCheck, "strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
 	fs.IntVar(&f.maxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
 	fs.StringVar(&f.featureGates, "feature-gates", "", "A set of key=value pairs that describe server level feature gates for alpha/experimental features.")
+	fs.BoolVar(&f.version, "version", false, "Print the version and exit.")
 	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
 	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")

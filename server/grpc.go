@@ -34,6 +34,8 @@ func newGRPCServer(s *Server) *grpc.Server {
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.InitialWindowSize(window),
 		grpc.InitialConnWindowSize(4 * window),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	}
 	// Keepalive as etcd's embed.Etcd.serveClients: without an enforcement
 	// policy grpc-go allows one client ping per 5 minutes and answers more

@@ -79,6 +79,8 @@ func (s *Server) startPeer() error {
 	}
 	mux.HandleFunc("/members", s.serveMembers)
 	mux.HandleFunc("/members/promote/", s.servePromote)
+	mux.HandleFunc("/members/hashkv", s.serveHashKV)
+	mux.HandleFunc("/downgrade/enabled", s.serveDowngradeEnabled)
 	mux.HandleFunc("/version", s.serveVersion)
 	mux.HandleFunc("/leases", s.serveLeaseRenew)
 	mux.HandleFunc("/leases/internal", s.serveLeaseTimeToLive)
@@ -490,4 +492,63 @@ func unwrapField1(b []byte, m proto.Message) error {
 		return errors.New("no field 1")
 	}
 	return nil
+}
+
+// serveHashKV is the peer endpoint GET /members/hashkv (a JSON body
+// {"revision":N}) the leader's corruption checks use; etckit's HashKV is
+// etcd's, hash for hash.
+func (s *Server) serveHashKV(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if gcid := r.Header.Get("X-Etcd-Cluster-ID"); gcid != "" && gcid != fmt.Sprintf("%x", s.ClusterID()) {
+		http.Error(w, transport.ErrClusterIDMismatch.Error(), http.StatusPreconditionFailed)
+		return
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "error reading body", http.StatusBadRequest)
+		return
+	}
+	var req pb.HashKVRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		http.Error(w, "error unmarshalling request", http.StatusBadRequest)
+		return
+	}
+	h, rev, err := s.eng.Store().HashKV(req.Revision)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	out, err := json.Marshal(&pb.HashKVResponse{Header: &pb.ResponseHeader{Revision: rev}, Hash: h.Hash,
+		CompactRevision: h.CompactRevision, HashRevision: h.Revision})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("X-Etcd-Cluster-ID", fmt.Sprintf("%x", s.ClusterID()))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
+}
+
+// serveDowngradeEnabled is GET /downgrade/enabled: after a linearizable
+// read, whether a downgrade is in progress. etckit does not downgrade, so
+// the answer is false.
+func (s *Server) serveDowngradeEnabled(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("X-Etcd-Cluster-ID", fmt.Sprintf("%x", s.ClusterID()))
+	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout())
+	defer cancel()
+	if err := s.linearizableReadNotify(ctx); err != nil {
+		http.Error(w, fmt.Sprintf("failed linearized read: %v", err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("false"))
 }

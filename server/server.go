@@ -206,6 +206,7 @@ type Server struct {
 	msgc          chan *raftpb.Message // messages from peers, for the raft loop
 	reportc       chan func()          // transport reports, run on the raft loop
 	snapc         chan *raftpb.Message // MsgSnaps for the apply goroutine to send
+	leaderStreams leaderStreams
 
 	applyc chan applyJob // committed entries, from the raft loop to applyLoop
 
@@ -276,6 +277,7 @@ func New(cfg Config) (*Server, error) {
 		reportc:        make(chan func(), 256),
 		snapc:          make(chan *raftpb.Message, 16),
 		peerClient:     &http.Client{Timeout: 10 * time.Second},
+		leaderStreams:  leaderStreams{cancels: map[*cancelStream]struct{}{}},
 	}
 	s.applied, _ = eng.Applied()
 	s.term.Store(eng.Term())
@@ -315,7 +317,8 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.log.Info("joining a running cluster", "cluster-id", fmt.Sprintf("%x", s.ClusterID()), "member-id", fmt.Sprintf("%x", s.ID()), "members", len(joined.members))
 	}
-	s.wg.Add(5)
+	s.wg.Add(6)
+	go s.monitorLeader()
 	go s.timeoutLoop()
 	go s.applyLoop()
 	go s.run()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync"
@@ -260,7 +261,7 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 	case err := <-sendErr:
 		return err
 	case <-stream.Context().Done():
-		return stream.Context().Err()
+		return context.Cause(stream.Context()) // "no leader" for a stream that requires one
 	case <-s.stopc:
 		return rpctypes.ErrGRPCStopped
 	case <-swapped:
