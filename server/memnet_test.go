@@ -159,9 +159,9 @@ func (t *memTransport) SendSnapshot(sm *transport.SnapshotMessage) {
 }
 
 func (t *memTransport) AddPeer(uint64, []string) error    { return nil }
-func (t *memTransport) RemovePeer(uint64)                  {}
+func (t *memTransport) RemovePeer(uint64)                 {}
 func (t *memTransport) UpdatePeer(uint64, []string) error { return nil }
-func (t *memTransport) Stop()                              {}
+func (t *memTransport) Stop()                             {}
 
 // memCluster is n members on a memNet, each with a gRPC client.
 type memCluster struct {
