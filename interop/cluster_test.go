@@ -18,7 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-func freeLocalAddr(t *testing.T) string {
+func freeLocalAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,23 +41,31 @@ type mixedMember struct {
 }
 
 type mixedCluster struct {
-	t       *testing.T
+	t       testing.TB
 	members []*mixedMember
 	initial string
 	token   string
 	// snapshotCount and catchUp, when set, are every member's
 	// --snapshot-count and --snapshot-catchup-entries.
 	snapshotCount, catchUp uint64
+	// production: fsync on and etcd's default timings (100 ms heartbeat,
+	// 1 s election), for benchmarks; otherwise no fsync and 50 ms ticks.
+	production bool
 }
 
 // newMixedCluster bootstraps one cluster of the given kinds ("etcd",
 // "etckit"), all started at once as an operator would.
-func newMixedCluster(t *testing.T, kinds ...string) *mixedCluster {
+func newMixedCluster(t testing.TB, kinds ...string) *mixedCluster {
 	return newMixedClusterWith(t, 0, 0, kinds...)
 }
 
-func newMixedClusterWith(t *testing.T, snapshotCount, catchUp uint64, kinds ...string) *mixedCluster {
-	c := &mixedCluster{t: t, token: "mixed-" + strings.Join(kinds, "-"), snapshotCount: snapshotCount, catchUp: catchUp}
+func newMixedClusterWith(t testing.TB, snapshotCount, catchUp uint64, kinds ...string) *mixedCluster {
+	return startMixedCluster(&mixedCluster{t: t, token: "mixed-" + strings.Join(kinds, "-"), snapshotCount: snapshotCount, catchUp: catchUp}, kinds...)
+}
+
+// startMixedCluster starts c's members, all at once.
+func startMixedCluster(c *mixedCluster, kinds ...string) *mixedCluster {
+	t := c.t
 	var parts []string
 	for i, k := range kinds {
 		mm := &mixedMember{kind: k, name: fmt.Sprintf("%s-%d", k, i), dir: filepath.Join(t.TempDir(), fmt.Sprintf("m%d", i)),
@@ -92,13 +100,15 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 		cfg := embed.NewConfig()
 		cfg.Name, cfg.Dir = mm.name, mm.dir
 		cfg.LogLevel = "error"
-		cfg.UnsafeNoFsync = true
+		cfg.UnsafeNoFsync = !c.production
 		pu, _ := url.Parse(mm.peerURL)
 		cu, _ := url.Parse("http://" + mm.clientAddr)
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 		cfg.InitialCluster, cfg.InitialClusterToken, cfg.ClusterState = c.initial, c.token, state
-		cfg.TickMs, cfg.ElectionMs = 50, 500
+		if !c.production {
+			cfg.TickMs, cfg.ElectionMs = 50, 500
+		}
 		if c.snapshotCount != 0 {
 			cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = c.snapshotCount, c.catchUp
 		}
@@ -115,13 +125,17 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 		}
 		mm.etcd = e
 	case "etckit":
+		tick := 50 * time.Millisecond
+		if c.production {
+			tick = 100 * time.Millisecond
+		}
 		s, err := server.New(server.Config{
 			Engine: engine.Options{Name: mm.name, DataDir: mm.dir, InitialCluster: c.initial, InitialClusterToken: c.token,
-				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: true, SnapshotCount: c.snapshotCount, CatchUpEntries: c.catchUp},
+				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: !c.production, SnapshotCount: c.snapshotCount, CatchUpEntries: c.catchUp},
 			InitialClusterState: state,
 			ListenClientURLs:    []string{"http://" + mm.clientAddr},
 			ListenPeerURLs:      []string{mm.peerURL},
-			TickInterval:        50 * time.Millisecond,
+			TickInterval:        tick,
 			ElectionTicks:       10,
 		})
 		if err != nil {
@@ -414,7 +428,7 @@ func TestMixedClusterSnapshotCatchUp(t *testing.T) {
 	}
 }
 
-func httpGet(t *testing.T, u string) string {
+func httpGet(t testing.TB, u string) string {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {

@@ -42,7 +42,7 @@ type member struct {
 	stop     func()
 }
 
-func dial(t *testing.T, name, endpoint string, stop func()) *member {
+func dial(t testing.TB, name, endpoint string, stop func()) *member {
 	t.Helper()
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))

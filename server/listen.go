@@ -72,6 +72,8 @@ func (s *Server) Serve() error {
 		case <-s.stopc:
 			return
 		}
+		// etcd's words: tools and etcd's own test framework wait for them.
+		s.log.Info("ready to serve client requests")
 		for _, l := range s.listeners {
 			sl := newSplitListener(l)
 			go sl.run()
