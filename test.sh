@@ -7,8 +7,14 @@ cd "$(dirname "$0")"
 fuzztime="${FUZZTIME:-10s}"
 
 echo "== vet"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+  echo "gofmt: $unformatted"
+  exit 1
+fi
 go vet ./...
 (cd interop && go vet ./...)
+(cd conformance && go vet ./compare)
 
 echo "== unit tests"
 go test -count=1 ./...
@@ -21,6 +27,24 @@ echo "== interop (differential tests against etcd's own modules)"
 (cd interop && go test -count=1 -timeout 30m ./...)
 (cd interop && go test -count=1 -race -run 'TestTransport' .)
 (cd interop/etcd36 && go vet ./... && go test -count=1 ./...)
+
+# etcd's own test suite (conformance/run.sh): CONFORMANCE=bounded (the
+# default) runs a selection of tests/common against etckit and etcd 3.7.3 —
+# KV, txn, lease, watch, leader, alarm, compaction, status and membership,
+# on 1 member and on 3-member clusters that mix etckit and etcd;
+# CONFORMANCE=full runs all of tests/common; CONFORMANCE=0 skips it.
+conformance="${CONFORMANCE:-bounded}"
+if [ "$conformance" != "0" ]; then
+  echo "== etcd's own test suite (tests/common v3.7.3) against etckit and etcd, $conformance"
+  if [ "$conformance" = "full" ]; then
+    CONFORMANCE_RUN="." conformance/run.sh
+  else
+    cases='(NoTLS|MinorityLastVersion|QuorumLastVersion)$'
+    CONFORMANCE_RUN="Test(KV|Txn|Lease|Watch|WaitLeader|MemberList|Alarm|Compact|Endpoint|Status)[A-Za-z_]*/$cases
+TestMemberAdd/.*/.*/.*/$cases
+TestMemberRemove/.*/.*/$cases" conformance/run.sh
+  fi
+fi
 
 # fuzz_one PKG TARGET fuzzes one target for $fuzztime. Go 1.26's fuzz
 # coordinator can fail a target with a bare "context deadline exceeded" when

@@ -2,8 +2,8 @@ package interop
 
 import (
 	"context"
-	"fmt"
 	"flag"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
