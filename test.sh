@@ -40,7 +40,7 @@ if [ "$conformance" != "0" ]; then
     CONFORMANCE_RUN="." conformance/run.sh
   else
     cases='(NoTLS|MinorityLastVersion|QuorumLastVersion)$'
-    CONFORMANCE_RUN="Test(KV|Txn|Lease|Watch|WaitLeader|MemberList|Alarm|Compact|Endpoint|Status)[A-Za-z_]*/$cases
+    CONFORMANCE_RUN="Test(Alarm|AlarmlistOnMemberRestart|Compact|DefragOnline|Endpoint(Status|HashKV|Health)|VerifyHashKV[A-Za-z]*|KV(Put|Get|Delete|GetNoQuorum)|LeaseGrant[A-Za-z]*|MemberList|Status|Txn(Succ|Fail)|WaitLeader|WaitLeader_MemberStop|Watch|MoveLeaderWithNoAuth|SnapshotWithNoAuth)\$/$cases
 TestMemberAdd/.*/.*/.*/$cases
 TestMemberRemove/.*/.*/$cases" conformance/run.sh
   fi
