@@ -121,22 +121,22 @@ func (n *memNet) run(key [2]uint64, c chan *raftpb.Message) {
 	}
 }
 
-// memTransport is one member's end of a memNet (server.Transport).
+// memTransport is one member's end of a memNet (server.Transport). The
+// sender of a message is its From, as raft sets it.
 type memTransport struct {
-	net  *memNet
-	self func() uint64
+	net *memNet
 }
 
 func (t *memTransport) Send(msgs []*raftpb.Message) {
 	for _, m := range msgs {
-		t.net.deliver(t.self(), m)
+		t.net.deliver(m.GetFrom(), m)
 	}
 }
 
 // SendSnapshot hands the db to the receiver's SnapshotStore and the MsgSnap
 // to its raft, as /raft/snapshot does, unless the link is cut.
 func (t *memTransport) SendSnapshot(sm *transport.SnapshotMessage) {
-	from, to := t.self(), sm.Message.GetTo()
+	from, to := sm.Message.GetFrom(), sm.Message.GetTo()
 	go func() {
 		db, err := io.ReadAll(sm.DB)
 		t.net.mu.Lock()
@@ -200,8 +200,7 @@ func newMemCluster(t *testing.T, n int, mod func(*Config)) *memCluster {
 
 func (c *memCluster) start(i int) {
 	c.t.Helper()
-	var s *Server
-	tr := &memTransport{net: c.net, self: func() uint64 { return s.ID() }}
+	tr := &memTransport{net: c.net}
 	cfg := Config{
 		Engine:           engine.Options{Name: c.names[i], DataDir: c.dirs[i], InitialCluster: c.initial, NoSync: true},
 		ListenClientURLs: []string{"http://127.0.0.1:0"},
@@ -212,8 +211,8 @@ func (c *memCluster) start(i int) {
 	if c.mod != nil {
 		c.mod(&cfg)
 	}
-	var err error
-	if s, err = New(cfg); err != nil {
+	s, err := New(cfg)
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.net.register(s)
