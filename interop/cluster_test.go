@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -18,15 +17,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-func freeLocalAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // mixedMember is one member of a mixed cluster: etcd 3.7.3 (embed) or
 // etckit, on 127.0.0.1.
@@ -69,7 +59,7 @@ func startMixedCluster(c *mixedCluster, kinds ...string) *mixedCluster {
 	var parts []string
 	for i, k := range kinds {
 		mm := &mixedMember{kind: k, name: fmt.Sprintf("%s-%d", k, i), dir: filepath.Join(t.TempDir(), fmt.Sprintf("m%d", i)),
-			peerURL: "http://" + freeLocalAddr(t), clientAddr: freeLocalAddr(t)}
+			peerURL: "http://" + freeAddr(t), clientAddr: freeAddr(t)}
 		c.members = append(c.members, mm)
 		parts = append(parts, mm.name+"="+mm.peerURL)
 	}
@@ -447,21 +437,14 @@ func (c *mixedCluster) add(kind string, learner bool) *mixedMember {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	mm := &mixedMember{kind: kind, name: fmt.Sprintf("%s-%d", kind, len(c.members)), dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("m%d", len(c.members))),
-		peerURL: "http://" + freeLocalAddr(c.t), clientAddr: freeLocalAddr(c.t)}
+		peerURL: "http://" + freeAddr(c.t), clientAddr: freeAddr(c.t)}
 	via := c.running()[0]
 	var resp *pb.MemberAddResponse
-	for {
-		var err error
+	if err := retryUnhealthy(ctx, func() (err error) {
 		resp, err = via.m.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{mm.peerURL}, IsLearner: learner})
-		if err == nil {
-			break
-		}
-		// Both refuse until the peers have been connected for etcd's
-		// HealthInterval (5 s) — the strict reconfiguration check.
-		if !strings.Contains(err.Error(), "unhealthy cluster") || ctx.Err() != nil {
-			c.t.Fatalf("MemberAdd %s through %s: %v", mm.name, via.name, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return err
+	}); err != nil {
+		c.t.Fatalf("MemberAdd %s through %s: %v", mm.name, via.name, err)
 	}
 	var parts []string
 	for _, m := range resp.Members {
@@ -482,6 +465,20 @@ func (c *mixedCluster) add(kind string, learner bool) *mixedMember {
 	return mm
 }
 
+// retryUnhealthy calls fn until it succeeds or fails otherwise than with
+// "unhealthy cluster": etcd and etckit both refuse member changes until the
+// peers have been connected for etcd's HealthInterval (5 s), the strict
+// reconfiguration check.
+func retryUnhealthy(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil || !strings.Contains(err.Error(), "unhealthy cluster") || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // remove removes mm through another member and stops it.
 func (c *mixedCluster) remove(mm *mixedMember) {
 	c.t.Helper()
@@ -498,15 +495,11 @@ func (c *mixedCluster) remove(mm *mixedMember) {
 			break
 		}
 	}
-	for {
+	if err := retryUnhealthy(ctx, func() error {
 		_, err := via.m.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: st.Header.MemberId})
-		if err == nil {
-			break
-		}
-		if !strings.Contains(err.Error(), "unhealthy cluster") || ctx.Err() != nil {
-			c.t.Fatalf("MemberRemove %s through %s: %v", mm.name, via.name, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return err
+	}); err != nil {
+		c.t.Fatalf("MemberRemove %s through %s: %v", mm.name, via.name, err)
 	}
 	c.stop(mm)
 }

@@ -269,14 +269,24 @@ func membershipErr(err error) error {
 	return toGRPCError(err)
 }
 
-func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
-	urls, err := transport.ParseURLs(r.PeerURLs)
+// parsePeerURLs checks a member's peer URLs as etcd's types.NewURLs and
+// returns them sorted, or etcd's "given member URLs are invalid".
+func parsePeerURLs(in []string) ([]string, error) {
+	urls, err := transport.ParseURLs(in)
 	if err != nil || len(urls) == 0 {
 		return nil, rpctypes.ErrGRPCMemberBadURLs
 	}
-	peerURLs := make([]string, len(urls))
+	out := make([]string, len(urls))
 	for i, u := range urls {
-		peerURLs[i] = u.String()
+		out[i] = u.String()
+	}
+	return out, nil
+}
+
+func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	peerURLs, err := parsePeerURLs(r.PeerURLs)
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now().Unix()
 	m := engine.Member{ID: engine.MemberID(peerURLs, "", &now), PeerURLs: peerURLs, IsLearner: r.IsLearner}
@@ -307,13 +317,9 @@ func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequ
 }
 
 func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
-	urls, err := transport.ParseURLs(r.PeerURLs)
-	if err != nil || len(urls) == 0 {
-		return nil, rpctypes.ErrGRPCMemberBadURLs
-	}
-	peerURLs := make([]string, len(urls))
-	for i, u := range urls {
-		peerURLs[i] = u.String()
+	peerURLs, err := parsePeerURLs(r.PeerURLs)
+	if err != nil {
+		return nil, err
 	}
 	m := engine.Member{ID: r.ID, PeerURLs: peerURLs}
 	ms, err := c.s.configure(ctx, &raftpb.ConfChange{Type: raftpb.ConfChangeUpdateNode.Enum(), NodeId: proto.Uint64(r.ID), Context: memberContext(m)})

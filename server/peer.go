@@ -250,29 +250,40 @@ func (s *Server) waitAppliedCommit(ctx context.Context) error {
 
 const errWaitApplied = "waiting for node to catch up its applied index has timed out"
 
-// serveLeaseRenew is POST /leases: a follower forwarding a keep-alive.
-func (s *Server) serveLeaseRenew(w http.ResponseWriter, r *http.Request) {
+// leaseRequest is what etcd's two lease handlers do before they answer:
+// POST only, a body of at most 64 KiB decoded by decode, the applied index
+// caught up with the commit index (1 s at most), and this member the
+// leader (else notLeader, "not a primary lessor"). False: answered already.
+func (s *Server) leaseRequest(w http.ResponseWriter, r *http.Request, decode func([]byte) error, notLeader int) bool {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
-		return
+		return false
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 	if err != nil {
 		http.Error(w, "error reading body", http.StatusRequestEntityTooLarge)
-		return
+		return false
 	}
-	var req pb.LeaseKeepAliveRequest
-	if err := proto.Unmarshal(b, &req); err != nil {
+	if err := decode(b); err != nil {
 		http.Error(w, "error unmarshalling request", http.StatusBadRequest)
-		return
+		return false
 	}
 	if err := s.waitAppliedCommit(r.Context()); err != nil {
 		http.Error(w, errWaitApplied, http.StatusRequestTimeout)
-		return
+		return false
 	}
 	if s.Leader() != s.ID() {
-		http.Error(w, "not a primary lessor", http.StatusBadRequest)
+		http.Error(w, "not a primary lessor", notLeader)
+		return false
+	}
+	return true
+}
+
+// serveLeaseRenew is POST /leases: a follower forwarding a keep-alive.
+func (s *Server) serveLeaseRenew(w http.ResponseWriter, r *http.Request) {
+	var req pb.LeaseKeepAliveRequest
+	if !s.leaseRequest(w, r, func(b []byte) error { return proto.Unmarshal(b, &req) }, http.StatusBadRequest) {
 		return
 	}
 	ttl, err := s.eng.Store().Lessor().Renew(req.ID)
@@ -292,27 +303,8 @@ func (s *Server) serveLeaseRenew(w http.ResponseWriter, r *http.Request) {
 // serveLeaseTimeToLive is POST /leases/internal: a follower forwarding a
 // TimeToLive.
 func (s *Server) serveLeaseTimeToLive(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
-	if err != nil {
-		http.Error(w, "error reading body", http.StatusRequestEntityTooLarge)
-		return
-	}
 	var ttlReq pb.LeaseTimeToLiveRequest
-	if err := unwrapField1(b, &ttlReq); err != nil {
-		http.Error(w, "error unmarshalling request", http.StatusBadRequest)
-		return
-	}
-	if err := s.waitAppliedCommit(r.Context()); err != nil {
-		http.Error(w, errWaitApplied, http.StatusRequestTimeout)
-		return
-	}
-	if s.Leader() != s.ID() {
-		http.Error(w, "not a primary lessor", http.StatusInternalServerError)
+	if !s.leaseRequest(w, r, func(b []byte) error { return unwrapField1(b, &ttlReq) }, http.StatusInternalServerError) {
 		return
 	}
 	st, err := s.eng.Store().Lessor().TimeToLive(ttlReq.ID, ttlReq.Keys)
