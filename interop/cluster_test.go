@@ -17,7 +17,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-
 // mixedMember is one member of a mixed cluster: etcd 3.7.3 (embed) or
 // etckit, on 127.0.0.1.
 type mixedMember struct {
