@@ -23,9 +23,21 @@
 // appended together in the next Ready, so concurrent writers share one WAL
 // write and one fdatasync, and applying one batch overlaps the fdatasync of
 // the next. Proposals wait while no leader is known; a sweep answers those
-// older than the request timeout. Nothing in the loop assumes one member:
-// messages go to a Transport (the peer transport is a later issue; until
-// then New refuses an --initial-cluster of several members).
+// older than the request timeout.
+//
+// # Cluster
+//
+// Messages to other members go to a Transport: etcd's peer protocol
+// (package transport) on --listen-peer-urls, whose peers follow the
+// applied membership (peer.go). Messages from peers wait in a bounded inbox
+// the raft loop drains between Readys. A MsgSnap raft makes is replaced by
+// a snapshot of the db as it is on the apply goroutine (etcd's merged
+// snapshot); a received one is checked, then swapped in by the apply
+// goroutine. Followers forward lease renewals and TimeToLive to the
+// leader's /leases; only the leader's lessor expires leases. The Cluster
+// API proposes conf changes and answers when they are applied, with etcd's
+// strict reconfiguration checks (membership.go); a member joins a running
+// cluster from its peers' /members (join.go).
 //
 // Linearizable reads (Range, read-only Txn, MemberList with linearizable,
 // LeaseTimeToLive, /health) wait for a raft ReadIndex round shared by all

@@ -77,8 +77,8 @@ type Config struct {
 	MaxConcurrentStreams uint32
 
 	// InitialClusterState is --initial-cluster-state: "new" (default) or
-	// "existing". Joining an existing cluster needs the peer transport, so a
-	// member without a WAL refuses "existing" for now.
+	// "existing": a member without a WAL then joins a running cluster,
+	// reading /members from the peers in --initial-cluster (join.go).
 	InitialClusterState string
 
 	// WatchProgressNotifyInterval is the period of the progress
