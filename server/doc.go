@@ -47,8 +47,10 @@
 // # API
 //
 // KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
-// KeepAlive, TimeToLive, Leases), Cluster (MemberList), Maintenance (Status,
-// Hash, HashKV, Snapshot with the SHA-256 trailer, Defragment, Alarm).
+// KeepAlive, TimeToLive, Leases), Cluster (MemberList, MemberAdd,
+// MemberRemove, MemberUpdate, MemberPromote), Maintenance (Status,
+// MoveLeader, Hash, HashKV, Snapshot with the SHA-256 trailer, Defragment,
+// Alarm).
 // Defragment rewrites the db as etcd does (FORMATS §4.1) under the running
 // store: only the bbolt file and handle change, so the key index, watchers
 // and leases stay; writes wait while the copy runs.
