@@ -259,3 +259,61 @@ func TestClusterThreeMembers(t *testing.T) {
 	}
 	t.Logf("revision %d, HashKV equal on all three", rev)
 }
+
+// TestClusterStreamsOutliveIdle: the peer streams between members stay up
+// through 7 idle seconds. A peer server reads with etcd's 5 s deadline, and
+// its expiry must not end a stream (it did: every stream was cut after 5 s
+// idle and the messages queued on it were dropped, so a proposal forwarded
+// then timed out).
+func TestClusterStreamsOutliveIdle(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.ready()
+	c.leader()
+	ids := func(i int) []uint64 {
+		var out []uint64
+		for j, s := range c.srv {
+			if j != i {
+				out = append(out, s.ID())
+			}
+		}
+		return out
+	}
+	// Both streams of every pair attached.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok := true
+		for i, s := range c.srv {
+			for _, id := range ids(i) {
+				ok = ok && s.tr.StreamAttaches(id) >= 2
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("streams not attached in 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := map[[2]int]uint64{}
+	for i, s := range c.srv {
+		for j, id := range ids(i) {
+			before[[2]int{i, j}] = s.tr.StreamAttaches(id)
+		}
+	}
+	time.Sleep(7 * time.Second)
+	for i, s := range c.srv {
+		for j, id := range ids(i) {
+			if n := s.tr.StreamAttaches(id); n != before[[2]int{i, j}] {
+				t.Errorf("%s: peer %x dialled its streams %d times more during 7 idle seconds", c.names[i], id, n-before[[2]int{i, j}])
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range c.srv {
+		if _, err := c.kv(i).Put(ctx, &pb.PutRequest{Key: []byte("after-idle"), Value: []byte(c.names[i])}); err != nil {
+			t.Fatalf("put through %s after the idle time: %v", c.names[i], err)
+		}
+	}
+}

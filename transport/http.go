@@ -192,11 +192,15 @@ func (t *Transport) serveStream(w http.ResponseWriter, r *http.Request) {
 	if typ == streamMsgAppV2 {
 		sw = p.msgApp
 	}
+	// The handler lives as long as the writer keeps the connection: it ends
+	// when the writer replaces or drops it (a failed write or link
+	// heartbeat, every 5 s / 3, finds a dialler that went away). Not on the
+	// request's context: a peer server's 5 s read deadline (etcd's, on
+	// every read) ends net/http's background read of an idle stream and
+	// cancels that context, which would cut every stream after 5 s and drop
+	// its queued messages — etcd's handler ignores it the same way.
 	if sw.attach(c) {
-		select {
-		case <-c.done: // the writer replaced or dropped it
-		case <-r.Context().Done():
-		}
+		<-c.done
 	}
 	c.finish()
 }

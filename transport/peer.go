@@ -336,10 +336,11 @@ type streamWriter struct {
 	stopc chan struct{}
 	done  chan struct{}
 
-	mu      sync.Mutex
-	msgc    chan *raftpb.Message
-	working bool
-	conn    *outgoingConn
+	mu       sync.Mutex
+	msgc     chan *raftpb.Message
+	working  bool
+	conn     *outgoingConn
+	attaches uint64 // connections attached so far
 }
 
 func newStreamWriter(p *peer, typ streamType) *streamWriter {
@@ -408,6 +409,7 @@ func (w *streamWriter) run() {
 				enc, flush = NewMessageEncoder(c), c.flush
 			}
 			w.conn, w.working = c, true
+			w.attaches++
 			msgc = w.msgc
 			w.mu.Unlock()
 			beat = tick.C

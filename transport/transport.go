@@ -296,6 +296,23 @@ func (t *Transport) ActiveSince(id uint64) time.Time {
 	return p.status.activeSince()
 }
 
+// StreamAttaches is how many stream connections peer id has dialled to
+// this member so far, both stream types: 2 while the streams hold, more
+// after each reconnect.
+func (t *Transport) StreamAttaches(id uint64) uint64 {
+	p := t.peer(id)
+	if p == nil {
+		return 0
+	}
+	var n uint64
+	for _, w := range []*streamWriter{p.msgApp, p.message} {
+		w.mu.Lock()
+		n += w.attaches
+		w.mu.Unlock()
+	}
+	return n
+}
+
 // Send sends messages to their To members: MsgApp on the msgappv2 stream,
 // others on the message stream, the pipeline while no stream is attached.
 // Messages to unknown members are dropped; a full queue reports the peer
