@@ -1,9 +1,8 @@
 // Package rss measures the resident memory of 3-member clusters run as
-// processes: `etckit serve` against etcd 3.7.3 (the binary conformance's
-// run.sh builds), the same load on each. It is a benchmark, run by hand:
+// processes: `etckit serve` against etcd 3.7.3, the binaries that
+// conformance/run.sh builds into conformance/bin, the same load on each.
+// It is a benchmark, run by hand after run.sh:
 //
-//	conformance/run.sh is not needed; build the binaries with
-//	(cd conformance && ./rss/build.sh) and then
 //	cd conformance && go test ./rss -run '^$' -bench . -benchtime 20000x
 package rss
 
