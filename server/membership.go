@@ -171,10 +171,10 @@ func (s *Server) mayAddMember(learner bool) error {
 			return errNotEnoughStartedMembers
 		}
 	}
-	// Connected to a quorum of the voting members (etcd's
-	// isConnectedToQuorumAfterAddingNewMemberSince counts the members as
-	// they are before the add).
-	if s.connectedSince(time.Now().Add(-healthInterval), ids) < len(ids)/2+1 {
+	// Connected to what will be a quorum after the add (etcd's
+	// isConnectedToQuorumAfterAddingNewMemberSince); a single member may
+	// always grow.
+	if len(ids) > 1 && s.connectedSince(time.Now().Add(-healthInterval), ids) < (len(ids)+1)/2+1 {
 		return errUnhealthy
 	}
 	return nil
