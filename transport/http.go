@@ -101,17 +101,27 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 	http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
 }
 
-func (t *Transport) servePipeline(w http.ResponseWriter, r *http.Request) {
+// acceptPost is what etcd's pipeline and snapshot handlers do first: POST
+// only, our cluster ID in the answer, the version and cluster checks, and
+// an unknown sender registered as a remote. False: answered already.
+func (t *Transport) acceptPost(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, "POST")
-		return
+		return false
 	}
 	w.Header().Set("X-Etcd-Cluster-ID", idString(t.clusterID()))
 	if err := t.checkCompatibility(r.Header); err != nil {
 		http.Error(w, err.Error(), http.StatusPreconditionFailed)
-		return
+		return false
 	}
 	t.addRemoteFromRequest(r)
+	return true
+}
+
+func (t *Transport) servePipeline(w http.ResponseWriter, r *http.Request) {
+	if !t.acceptPost(w, r) {
+		return
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, MaxMessageBytes+1))
 	if err != nil || len(b) > MaxMessageBytes {
 		http.Error(w, "error reading raft message", http.StatusBadRequest)
@@ -133,7 +143,9 @@ func (t *Transport) servePipeline(w http.ResponseWriter, r *http.Request) {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
-		panic(http.ErrAbortHandler) // drop the connection, as etcd does
+		// net/http recovers this sentinel itself and closes the connection
+		// without logging: the abort etcd's handler makes (not a crash).
+		panic(http.ErrAbortHandler)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

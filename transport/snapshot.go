@@ -122,16 +122,9 @@ func (p *peer) postSnapshot(sm *SnapshotMessage) error {
 }
 
 func (t *Transport) serveSnapshot(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST")
+	if !t.acceptPost(w, r) {
 		return
 	}
-	w.Header().Set("X-Etcd-Cluster-ID", idString(t.clusterID()))
-	if err := t.checkCompatibility(r.Header); err != nil {
-		http.Error(w, err.Error(), http.StatusPreconditionFailed)
-		return
-	}
-	t.addRemoteFromRequest(r)
 	m, err := NewMessageDecoder(r.Body, MaxSnapshotBytes).Decode()
 	if err != nil {
 		http.Error(w, fmt.Sprintf("failed to decode raft message (%v)", err), http.StatusBadRequest)
