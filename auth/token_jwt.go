@@ -69,7 +69,7 @@ func newJWTProvider(opts map[string]string, warn func(msg string, args ...any)) 
 	name := opts[jwtOptSignMethod]
 	method := jwt.GetSigningMethod(name)
 	if method == nil {
-		return nil, fmt.Errorf("%w: jwt %s %q: %w", ErrInvalidAuthOpts, jwtOptSignMethod, name, ErrInvalidAuthMethod)
+		return nil, fmt.Errorf("%w: jwt %s %q is unknown (%w)", ErrInvalidAuthOpts, jwtOptSignMethod, name, ErrInvalidAuthMethod)
 	}
 
 	var unknown []string
@@ -105,7 +105,7 @@ func newJWTProvider(opts map[string]string, warn func(msg string, args ...any)) 
 		return nil, fmt.Errorf("%w: sign-method %q cannot sign or verify tokens", ErrInvalidAuthMethod, name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sign-method %s: %w", name, err)
+		return nil, fmt.Errorf("%w (sign-method %s)", err, name)
 	}
 	return p, nil
 }
@@ -130,12 +130,12 @@ func (p *jwtProvider) loadKeys(privPEM, pubPEM []byte,
 	)
 	if len(privPEM) > 0 {
 		if priv, privPub, err = parsePriv(privPEM); err != nil {
-			return fmt.Errorf("%s: %w", jwtOptPrivateKey, err)
+			return fmt.Errorf("auth: jwt %s: %w", jwtOptPrivateKey, err)
 		}
 	}
 	if len(pubPEM) > 0 {
 		if pub, err = parsePub(pubPEM); err != nil {
-			return fmt.Errorf("%s: %w", jwtOptPublicKey, err)
+			return fmt.Errorf("auth: jwt %s: %w", jwtOptPublicKey, err)
 		}
 	}
 	switch {

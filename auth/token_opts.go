@@ -26,7 +26,7 @@ func NewTokenProvider(spec string, o TokenOptions) (TokenProvider, error) {
 	case "jwt":
 		p, err := newJWTProvider(opts, o.Warn)
 		if err != nil {
-			return nil, fmt.Errorf("auth: --auth-token jwt: %w", err)
+			return nil, err
 		}
 		return p, nil
 	case "":
