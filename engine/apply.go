@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
@@ -25,7 +26,7 @@ type Result struct {
 	Err   error         // the request's error (a client error, not a storage failure)
 }
 
-// ErrUnsupported answers requests etckit does not apply yet (auth, downgrade).
+// ErrUnsupported answers requests etckit does not apply yet (downgrade).
 var ErrUnsupported = errors.New("etcdserver: request is not supported by etckit")
 
 // ConfChanger applies a committed conf change to the raft node and returns
@@ -159,6 +160,14 @@ func (e *Engine) applyRequest(r *pb.InternalRaftRequest) (resp proto.Message, re
 			return nil, nil, err
 		}
 		return m, err, nil
+	}
+	if auth.IsAuthRequest(r) {
+		return e.auth.Apply(r, e.ci, s.Rev())
+	}
+	// Every member checks the proposer's identity again: a permission
+	// revoked between proposal and apply is seen by all in the same way.
+	if err := e.auth.CheckRequest(r, s.Lessor().Keys); err != nil {
+		return nil, err, nil
 	}
 	switch {
 	case r.GetRange() != nil:

@@ -143,6 +143,9 @@ func (e *Engine) ApplySnapshot(s *raftpb.Snapshot) error {
 	if e.ci, _, err = st.ConsistentIndex(); err != nil {
 		return err
 	}
+	if err := e.auth.Recover(st.Backend()); err != nil {
+		return fmt.Errorf("engine: apply snapshot at %d: %w", index, err)
+	}
 	e.mu.Lock()
 	e.members = map[uint64]*Member{}
 	e.removed = map[uint64]bool{}

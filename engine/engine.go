@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/corrupt"
 	"github.com/etckit/etckit/mvcc"
 	"github.com/etckit/etckit/snap"
@@ -81,7 +82,9 @@ type Options struct {
 	// log or a snapshot.
 	Join *Join
 	// MVCC configures the key-value store.
-	MVCC   mvcc.Options
+	MVCC mvcc.Options
+	// Auth configures the auth store (tokens, bcrypt cost).
+	Auth   auth.Options
 	Logger *slog.Logger
 }
 
@@ -149,6 +152,7 @@ type Engine struct {
 	swapc chan struct{}
 	// inflightSnapshots counts snapshots being sent (HoldRaftLog).
 	inflightSnapshots atomic.Int64
+	auth              *auth.Store
 	clusterVersion    string
 	alarms            []*pb.AlarmMember
 	confState         *raftpb.ConfState
@@ -282,6 +286,9 @@ func (e *Engine) bootstrap() error {
 		return err
 	}
 	if err := e.store.Commit(); err != nil {
+		return err
+	}
+	if err := e.openAuth(); err != nil {
 		return err
 	}
 
@@ -418,6 +425,9 @@ func (e *Engine) openExisting() error {
 	}
 	e.storeP.Store(e.store)
 	if e.ci, _, err = e.store.ConsistentIndex(); err != nil {
+		return err
+	}
+	if err := e.openAuth(); err != nil {
 		return err
 	}
 
@@ -595,6 +605,24 @@ func (e *Engine) Bootstrapped() bool { return e.bootstrapped }
 // Store is the MVCC store.
 func (e *Engine) Store() *mvcc.Store { return e.storeP.Load() }
 
+// Auth is the member's auth store (users, roles, permission checks,
+// tokens).
+func (e *Engine) Auth() *auth.Store { return e.auth }
+
+// openAuth loads the auth state of the db just opened.
+func (e *Engine) openAuth() error {
+	o := e.opts.Auth
+	if o.Logger == nil {
+		o.Logger = e.log
+	}
+	a, err := auth.Open(e.store.Backend(), o)
+	if err != nil {
+		return fmt.Errorf("engine: %s: %w", e.dbPath, err)
+	}
+	e.auth = a
+	return nil
+}
+
 // setStore replaces the store (a received snapshot).
 func (e *Engine) setStore(st *mvcc.Store) {
 	e.store = st
@@ -771,6 +799,9 @@ func (e *Engine) Close() error {
 
 func (e *Engine) closeAll() error {
 	var errs []error
+	if e.auth != nil {
+		e.auth.Close()
+	}
 	if e.w != nil {
 		errs = append(errs, e.w.Close())
 		e.w = nil

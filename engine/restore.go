@@ -951,6 +951,11 @@ func replayOnto(dst string, b pitrBase, ents []*raftpb.Entry, commit uint64, o P
 	if e.ci, _, err = st.ConsistentIndex(); err != nil {
 		return nil, false, closeStore(err)
 	}
+	// Auth requests in the WAL replay too (users, roles, permissions);
+	// BcryptCost only matters for pre-3.5 entries that carry a password.
+	if err := e.openAuth(); err != nil {
+		return nil, false, closeStore(err)
+	}
 	pr.BaseRevision = st.Rev()
 	if o.ToRevision > 0 && pr.BaseRevision > o.ToRevision {
 		return pr, false, closeStore(nil)

@@ -324,6 +324,23 @@ func (le *Lessor) Lookup(id int64) (Lease, bool) {
 	return Lease{ID: l.ID, TTL: l.TTL, RemainingTTL: l.RemainingTTL, expiry: l.expiry}, true
 }
 
+// Keys returns the keys attached to a lease, sorted; ok is false if there
+// is no such lease.
+func (le *Lessor) Keys(id int64) (keys []string, ok bool) {
+	le.s.mu.RLock()
+	defer le.s.mu.RUnlock()
+	l := le.leases[id]
+	if l == nil {
+		return nil, false
+	}
+	keys = make([]string, 0, len(l.keys))
+	for k := range l.keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys, true
+}
+
 // Expired returns the leases whose expiry has passed (only after Promote).
 func (le *Lessor) Expired() []int64 {
 	le.s.mu.RLock()

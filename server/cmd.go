@@ -41,6 +41,9 @@ type flags struct {
 	logLevel                                        string
 	unsafeNoFsync                                   bool
 	watchProgressNotifyInterval                     time.Duration
+	authToken                                       string
+	authTokenTTL, bcryptCost                        uint
+	clientCertAuth                                  bool
 }
 
 // NewCommand returns the `serve` command: run one etcd member on a data
@@ -118,6 +121,10 @@ With no flags it starts one member named "default" with its data in
 	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
 	fs.DurationVar(&f.watchProgressNotifyInterval, "watch-progress-notify-interval", 10*time.Minute, "Duration of periodic watch progress notifications.")
 	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
+	fs.StringVar(&f.authToken, "auth-token", "simple", "Specify auth token specific options.")
+	fs.UintVar(&f.authTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
+	fs.UintVar(&f.bcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
+	fs.BoolVar(&f.clientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
 	return cmd, &f
 }
 
@@ -179,6 +186,10 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		logger.Warn("--experimental-snapshot-catchup-entries is deprecated in v3.6 and will be decommissioned in v3.7. Use '--snapshot-catchup-entries' instead.")
 		catchUp = f.experimentalSnapshotCatchUpEntries
 	}
+	authToken := f.authToken
+	if authToken == "" {
+		authToken = "-" // etcd's --auth-token="": no tokens
+	}
 	maxSnaps, maxWALs := int(f.maxSnapshots), int(f.maxWALs)
 	if maxSnaps == 0 {
 		maxSnaps = -1
@@ -222,6 +233,11 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		DisableStrictReconfigCheck:        !f.strictReconfigCheck,
 
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
+
+		AuthToken:      authToken,
+		AuthTokenTTL:   time.Duration(f.authTokenTTL) * time.Second,
+		BcryptCost:     int(f.bcryptCost),
+		ClientCertAuth: f.clientCertAuth,
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
 	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -59,6 +60,7 @@ func newGRPCServer(s *Server) *grpc.Server {
 	pb.RegisterMaintenanceServer(gs, &maintenanceServer{s: s})
 	pb.RegisterLeaseServer(gs, &leaseServer{s: s})
 	pb.RegisterWatchServer(gs, &watchServer{s: s})
+	pb.RegisterAuthServer(gs, &authServer{s: s})
 	return gs
 }
 
@@ -75,6 +77,11 @@ func toGRPCError(err error) error {
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	for from, to := range authErrors {
+		if errors.Is(err, from) {
+			return to
+		}
 	}
 	for from, to := range map[error]error{
 		mvcc.ErrCompacted:         rpctypes.ErrGRPCCompacted,
@@ -179,7 +186,13 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 			return nil, toGRPCError(err)
 		}
 	}
-	resp, err := k.s.eng.Store().Range(r)
+	var resp *pb.RangeResponse
+	err := k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
+		return k.s.eng.Auth().IsRangePermitted(ai, r.Key, r.RangeEnd)
+	}, func() (err error) {
+		resp, err = k.s.eng.Store().Range(r)
+		return err
+	})
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -249,8 +262,13 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 				return nil, toGRPCError(err)
 			}
 		}
-		var err error
-		if resp, err = k.s.eng.Store().Txn(r); err != nil {
+		err := k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
+			return k.s.eng.Auth().CheckTxn(ai, k.s.eng.Store().Lessor().Keys, r)
+		}, func() (err error) {
+			resp, err = k.s.eng.Store().Txn(r)
+			return err
+		})
+		if err != nil {
 			return nil, toGRPCError(err)
 		}
 	} else {
@@ -268,6 +286,9 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 }
 
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := k.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	m, err := k.s.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -304,6 +325,9 @@ func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 			return nil, toGRPCError(err)
 		}
 	}
+	if err := c.s.requireAuthInfo(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	resp := &pb.MemberListResponse{Header: c.header()}
 	for _, m := range c.s.eng.Members() {
 		resp.Members = append(resp.Members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner})
@@ -317,6 +341,9 @@ type maintenanceServer struct {
 }
 
 func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if err := m.s.requireAuthInfo(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	s := m.s
 	hdr := &pb.ResponseHeader{}
 	s.fill(hdr)
@@ -369,6 +396,13 @@ func uitoa(v uint64) string {
 }
 
 func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	check := m.s.checkAdmin
+	if r.GetAction() == pb.AlarmRequest_GET {
+		check = m.s.requireAuthInfo
+	}
+	if err := check(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	x, err := m.s.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -381,6 +415,9 @@ func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 // Hash is CRC-32C over every bucket name and key/value pair, except the
 // meta keys term, consistent_index and storageVersion (FORMATS §4.12).
 func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := m.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	if err := m.s.eng.Store().Commit(); err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -411,6 +448,9 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 }
 
 func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	if err := m.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	h, rev, err := m.s.eng.Store().HashKV(r.Revision)
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -425,6 +465,9 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 // while the copy runs; the store's key index, watchers and leases stay as
 // they are, since the copy holds the same keys and values.
 func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	m.s.log.Info("starting defragment")
 	m.s.metrics.defragInflight.Store(1)
 	st, err := m.s.eng.Store().Backend().Defrag()
@@ -444,6 +487,9 @@ const snapshotChunk = 32 * 1024
 // Snapshot streams the db as one bbolt read transaction sees it, then the
 // SHA-256 of those bytes as the last message (etcdctl checks it).
 func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
+	if err := m.s.checkAdmin(srv.Context()); err != nil {
+		return toGRPCError(err)
+	}
 	ds, err := m.s.eng.DBSnapshot()
 	if err != nil {
 		return toGRPCError(err)
@@ -492,6 +538,9 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 	for r.ID == 0 || r.ID < 0 {
 		r.ID = int64(l.s.reqID.next() & (1<<63 - 1))
 	}
+	if err := l.s.requireAuthInfo(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	if r.TTL > mvcc.MaxLeaseTTL {
 		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
 	}
@@ -505,6 +554,9 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 }
 
 func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if err := l.s.requireAuthInfo(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	x, err := l.s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: r})
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -515,6 +567,17 @@ func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 }
 
 func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := l.s.requireAuthInfo(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	// With keys, the caller must be allowed to read each of them.
+	a := l.s.eng.Auth()
+	rev := a.Revision()
+	if r.Keys {
+		if err := l.s.checkLeaseKeys(ctx, []int64{r.ID}, false); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	if err := l.s.linearizableReadNotify(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -524,13 +587,20 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
+	if r.Keys && a.Enabled() && rev != a.Revision() {
+		return nil, toGRPCError(auth.ErrAuthOldRevision)
+	}
 	l.s.fill(resp.Header)
 	return resp, nil
 }
 
 func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	ids := l.s.eng.Store().Lessor().Leases()
+	if err := l.s.checkLeaseKeys(ctx, ids, false); err != nil {
+		return nil, toGRPCError(err)
+	}
 	resp := &pb.LeaseLeasesResponse{Header: &pb.ResponseHeader{}}
-	for _, id := range l.s.eng.Store().Lessor().Leases() {
+	for _, id := range ids {
 		resp.Leases = append(resp.Leases, &pb.LeaseStatus{ID: id})
 	}
 	l.s.fill(resp.Header)
@@ -545,6 +615,10 @@ func (l *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKee
 		}
 		if err != nil {
 			return err
+		}
+		// The caller must be allowed to write every key of the lease.
+		if err := l.s.checkLeaseKeys(stream.Context(), []int64{req.ID}, true); err != nil {
+			return toGRPCError(err)
 		}
 		// A follower forwards the renewal to the leader (etcd's LeaseRenew).
 		ttl, err := l.s.renewLease(stream.Context(), req.ID)

@@ -73,7 +73,7 @@ func (s *Server) leaderLoop() {
 				}
 			}
 			for _, id := range s.eng.Store().Lessor().Expired() {
-				if _, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil {
+				if _, err := s.propose(withRoot(ctx), &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil {
 					s.log.Warn("could not revoke expired lease", "lease", fmt.Sprintf("%016x", id), "error", err)
 				}
 			}

@@ -288,6 +288,9 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	if err != nil {
 		return nil, err
 	}
+	if err := c.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	now := time.Now().Unix()
 	m := engine.Member{ID: engine.MemberID(peerURLs, "", &now), PeerURLs: peerURLs, IsLearner: r.IsLearner}
 	if err := c.s.mayAddMember(r.IsLearner); err != nil {
@@ -306,6 +309,9 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 }
 
 func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	if err := c.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	if err := c.s.mayRemoveMember(r.ID); err != nil {
 		return nil, membershipErr(err)
 	}
@@ -321,6 +327,9 @@ func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequ
 	if err != nil {
 		return nil, err
 	}
+	if err := c.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	m := engine.Member{ID: r.ID, PeerURLs: peerURLs}
 	ms, err := c.s.configure(ctx, &raftpb.ConfChange{Type: raftpb.ConfChangeUpdateNode.Enum(), NodeId: proto.Uint64(r.ID), Context: memberContext(m)})
 	if err != nil {
@@ -330,6 +339,9 @@ func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequ
 }
 
 func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	if err := c.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	ms, err := c.s.promoteMember(ctx, r.ID)
 	if err != nil {
 		return nil, membershipErr(err)
@@ -464,6 +476,9 @@ func (s *Server) servePromote(w http.ResponseWriter, r *http.Request) {
 // MoveLeader): only the leader does it, and it answers once the
 // transferee leads or the request times out.
 func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := m.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	s := m.s
 	if s.Leader() != s.ID() {
 		return nil, rpctypes.ErrGRPCNotLeader

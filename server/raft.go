@@ -565,6 +565,17 @@ func (s *Server) requestTimeout() time.Duration {
 func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
 	id := s.reqID.next()
 	r.Header = &pb.RequestHeader{ID: id}
+	// The caller's identity travels with the request: every member checks
+	// it when it applies the entry. Authenticate carries none.
+	if r.Authenticate == nil {
+		ai, err := s.authInfo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ai != nil {
+			r.Header.Username, r.Header.AuthRevision = ai.Username, ai.Revision
+		}
+	}
 	data, err := proto.Marshal(r)
 	if err != nil {
 		return nil, err

@@ -100,6 +100,19 @@ type Config struct {
 	// changes skip etcd's quorum and connectivity checks.
 	DisableStrictReconfigCheck bool
 
+	// AuthToken is --auth-token: "simple" (also when empty),
+	// "jwt,sign-method=...,pub-key=...,priv-key=...,ttl=..." or "-" for
+	// etcd's --auth-token="" (no tokens: Authenticate fails). AuthTokenTTL is
+	// --auth-token-ttl, a simple token's idle lifetime (default 300 s).
+	// BcryptCost is --bcrypt-cost (default 10; out of 4..31 falls back to 10).
+	AuthToken    string
+	AuthTokenTTL time.Duration
+	BcryptCost   int
+
+	// ClientCertAuth is --client-cert-auth: with no token sent, the
+	// common name of a verified client certificate is the user.
+	ClientCertAuth bool
+
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 }
@@ -250,8 +263,20 @@ func New(cfg Config) (*Server, error) {
 			joined = join
 		}
 	}
+	// The token provider needs the server (a simple token waits for the
+	// index it was made at), which needs the engine: bound late.
+	var srv *Server
+	tokens, err := newTokenProvider(cfg, func(ctx context.Context, index uint64) error { return srv.waitApplied(ctx, index) })
+	if err != nil {
+		return nil, err
+	}
+	cfg.Engine.Auth.Tokens = tokens
+	if cfg.Engine.Auth.BcryptCost == 0 {
+		cfg.Engine.Auth.BcryptCost = cfg.BcryptCost
+	}
 	eng, err := engine.Open(cfg.Engine)
 	if err != nil {
+		tokens.Disable()
 		return nil, err
 	}
 	s := &Server{
@@ -279,6 +304,7 @@ func New(cfg Config) (*Server, error) {
 		peerClient:     &http.Client{Timeout: 10 * time.Second},
 		leaderStreams:  leaderStreams{cancels: map[*cancelStream]struct{}{}},
 	}
+	srv = s
 	s.applied, _ = eng.Applied()
 	s.term.Store(eng.Term())
 	rc := &raft.Config{

@@ -159,6 +159,12 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 			return &pb.WatchResponse{Header: header(s.eng.Store().Rev()), WatchId: invalidWatchID,
 				Canceled: true, Created: true, CancelReason: rpctypes.ErrCompacted.Error()}
 		}
+		// The caller must be allowed to read the range as sent (an
+		// open end still "\x00"); checked once, at creation, as etcd.
+		if err := s.watchPermitted(stream.Context(), key, c.RangeEnd); err != nil {
+			return &pb.WatchResponse{Header: header(s.eng.Store().Rev()), WatchId: invalidWatchID,
+				Canceled: true, Created: true, CancelReason: watchDenial(err)}
+		}
 		o := mvcc.WatchOptions{Key: key, RangeEnd: c.RangeEnd, StartRevision: c.StartRevision, PrevKV: c.PrevKv,
 			Fragment: c.Fragment, ProgressNotify: c.ProgressNotify}
 		if len(o.RangeEnd) == 0 {
