@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/tools/cli"
@@ -200,6 +201,7 @@ func (d *doc) checkDB(db *bolt.DB) {
 			d.checkMeta(db, tx, size)
 			d.checkMembers(db, tx, size)
 			d.checkLeases(db, tx, size)
+			d.checkAuth(db, tx, size)
 			d.checkKeys(db, tx, size)
 			n := 0
 			for cerr := range tx.Check() {
@@ -309,6 +311,41 @@ func (d *doc) checkLeases(db *bolt.DB, tx *bolt.Tx, size int64) {
 			}
 			return nil
 		})
+	}
+}
+
+// checkAuth decodes the auth buckets as etcd loads them at boot, and
+// checks that enabled auth has its root user (etcd could not run
+// AuthEnable without it; a db edited by hand could).
+func (d *doc) checkAuth(db *bolt.DB, tx *bolt.Tx, size int64) {
+	bad := false
+	for _, bucket := range []string{auth.BucketAuth, auth.BucketAuthUsers, auth.BucketAuthRoles} {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			continue
+		}
+		_ = b.ForEach(func(k, v []byte) error {
+			if dec := dumpdb.Decode(bucket, k, v); dec.Err != nil {
+				bad = true
+				d.add(SevError, "auth", d.r.DBPath, dumpdb.PairOffset(db, tx, d.r.DBPath, size, bucket, k, v), "%s/%q: %v", bucket, k, dec.Err)
+			}
+			return nil
+		})
+	}
+	if bad {
+		return
+	}
+	st, err := auth.Load(tx)
+	if err != nil {
+		d.add(SevError, "auth", d.r.DBPath, -1, "%v", err)
+		return
+	}
+	if !st.Enabled {
+		return
+	}
+	root := st.Users[auth.RootUser]
+	if root == nil || !slices.Contains(root.Roles, auth.RootRole) {
+		d.add(SevWarn, "auth", d.r.DBPath, -1, "auth is enabled but user %q with role %q is missing: no one can manage users or disable auth", auth.RootUser, auth.RootRole)
 	}
 }
 

@@ -437,3 +437,60 @@ func TestRandomDamageNeverPanics(t *testing.T) {
 	}
 	t.Logf("exit codes %v", codes)
 }
+
+// TestDamagedAuth: an undecodable user is an error at its key's offset; auth
+// enabled without root is a warning.
+func TestDamagedAuth(t *testing.T) {
+	root := small(t)
+	dir := filepath.Join(root, "small")
+	path := filepath.Join(dir, "member", "snap", "db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket([]byte("authUsers")).Put([]byte("mallory"), []byte{0x0a, 0x09, 'm'}); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("auth")).Put([]byte("authEnabled"), []byte{1})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, _ := os.ReadFile(path)
+	r := run(t, dir, "-w", "json")
+	if r.Code != 1 {
+		t.Fatalf("code %d %v\n%s", r.Code, r.Err, r.Stdout)
+	}
+	var found bool
+	for _, o := range jsonLines(t, r.Stdout) {
+		if o["kind"] != "finding" || o["check"] != "auth" {
+			continue
+		}
+		found = true
+		off := int64(o["offset"].(float64))
+		if detail := o["detail"].(string); !strings.Contains(detail, `authUsers/"mallory"`) {
+			t.Errorf("auth finding does not name the user: %s", detail)
+		}
+		if off < 0 || !bytes.Equal(file[off:off+7], []byte("mallory")) {
+			t.Errorf("auth finding at %d does not hold its key", off)
+		}
+	}
+	if !found {
+		t.Fatalf("no auth finding:\n%s", r.Stdout)
+	}
+	// With the bad user gone, the missing root is reported.
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("authUsers")).Delete([]byte("mallory")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r = run(t, dir, "-w", "json")
+	if !strings.Contains(r.Stdout, `auth is enabled but user \"root\"`) {
+		t.Fatalf("no root warning:\n%s", r.Stdout)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
 	"github.com/etckit/etckit/tools/cli"
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -286,30 +287,31 @@ func decodeAuth(k, v []byte) Decoded {
 	d.Etcd = fmt.Sprintf("key=%q, value=%v", k, v)
 	o := (&cli.Object{}).Set("key", string(k))
 	switch string(k) {
-	case "authRevision":
-		if len(v) != 8 {
-			d.Err = fmt.Errorf("authRevision is %d bytes, want 8", len(v))
+	case auth.KeyAuthRevision:
+		n, err := auth.DecodeRevision(v)
+		if err != nil {
+			d.Err = err
 			return d
 		}
-		n := binary.BigEndian.Uint64(v)
 		d.Etcd = fmt.Sprintf("key=%q, value=%v", k, n)
 		d.Value = strconv.FormatUint(n, 10)
 		d.JSON = o.Set("value", n)
-	case "authEnabled":
-		if len(v) != 1 || v[0] > 1 {
-			d.Err = fmt.Errorf("authEnabled is %x, want one byte 00 or 01", v)
+	case auth.KeyAuthEnabled:
+		on, err := auth.DecodeEnabled(v)
+		if err != nil {
+			d.Err = err
 			return d
 		}
-		d.Value = strconv.FormatBool(v[0] == 1)
-		d.JSON = o.Set("value", v[0] == 1)
+		d.Value = strconv.FormatBool(on)
+		d.JSON = o.Set("value", on)
 	}
 	return d
 }
 
 func decodeUser(k, v []byte) Decoded {
-	var u authpb.User
-	if err := proto.Unmarshal(v, &u); err != nil {
-		return raw(k, v, fmt.Errorf("authpb.User: %v", err))
+	u, err := auth.DecodeUser(k, v)
+	if err != nil {
+		return raw(k, v, err)
 	}
 	roles := u.GetRoles()
 	if roles == nil {
@@ -330,9 +332,9 @@ func decodeUser(k, v []byte) Decoded {
 var permNames = map[authpb.Permission_Type]string{authpb.Permission_READ: "READ", authpb.Permission_WRITE: "WRITE", authpb.Permission_READWRITE: "READWRITE"}
 
 func decodeRole(k, v []byte) Decoded {
-	var r authpb.Role
-	if err := proto.Unmarshal(v, &r); err != nil {
-		return raw(k, v, fmt.Errorf("authpb.Role: %v", err))
+	r, err := auth.DecodeRole(k, v)
+	if err != nil {
+		return raw(k, v, err)
 	}
 	var parts []string
 	perms := []*cli.Object{}
