@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -187,6 +188,14 @@ func Open(opts Options) (*Engine, error) {
 		}
 	}
 	for _, d := range []string{opts.DataDir, filepath.Join(opts.DataDir, "member"), e.snapDir} {
+		// As etcd's TouchDirAll: a directory that exists with other
+		// permissions than 0700 is used, with a warning (others may read
+		// the data: users' password hashes among it).
+		if fi, err := e.fs.Stat(d); err == nil && fi.IsDir() && fi.Mode().Perm() != 0o700 {
+			e.log.Warn("check file permission", "error", fmt.Sprintf(
+				"directory %q exist, but the permission is %q. The recommended permission is %q to prevent possible unprivileged access to the data",
+				d, fi.Mode(), fs.FileMode(0o700)))
+		}
 		if err := e.fs.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("engine: create %s: %w", d, err)
 		}
