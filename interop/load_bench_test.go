@@ -85,6 +85,12 @@ func BenchmarkLoad(b *testing.B) {
 }
 
 func runLoad(b *testing.B, op string, conns []*grpc.ClientConn, value []byte, seed int64) {
+	runLoadAs(b, op, conns, nil, []byte("foo"), value, seed)
+}
+
+// runLoadAs is runLoad with a context per connection (nil: background;
+// auth tokens travel in it) and the key the range ops read.
+func runLoadAs(b *testing.B, op string, conns []*grpc.ClientConn, ctxs []context.Context, rangeKey, value []byte, seed int64) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, len(conns))
 	var failed atomic.Value
@@ -98,6 +104,9 @@ func runLoad(b *testing.B, op string, conns []*grpc.ClientConn, value []byte, se
 			kv := pb.NewKVClient(conns[c])
 			r := rand.New(rand.NewSource(seed + int64(c)))
 			ctx := context.Background()
+			if ctxs != nil {
+				ctx = ctxs[c]
+			}
 			for next.Add(1) <= int64(b.N) {
 				var err error
 				t0 := time.Now()
@@ -105,9 +114,9 @@ func runLoad(b *testing.B, op string, conns []*grpc.ClientConn, value []byte, se
 				case "put":
 					_, err = kv.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "%08d", r.Intn(100000)), Value: value})
 				case "range-linearizable":
-					_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("foo")})
+					_, err = kv.Range(ctx, &pb.RangeRequest{Key: rangeKey})
 				case "range-serializable":
-					_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("foo"), Serializable: true})
+					_, err = kv.Range(ctx, &pb.RangeRequest{Key: rangeKey, Serializable: true})
 				}
 				lat[c] = append(lat[c], time.Since(t0))
 				if err != nil {

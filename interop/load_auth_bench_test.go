@@ -1,0 +1,93 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// BenchmarkLoadAuth is BenchmarkLoad with auth enabled on both members:
+// every client authenticates once as user "bench" (simple token) and
+// sends its token with every request; the user holds one role with 10
+// range permissions ([0000, 0001) ... [0009, 000:), readwrite), which
+// together cover the benchmark's 100,000 keys "00000000".."00099999", so
+// every request passes the permission check after walking the role's
+// intervals. The range ops read key "00000042".
+func BenchmarkLoadAuth(b *testing.B) {
+	impls := []string{"etckit", "etcd"}
+	if *loadFirst == "etcd" {
+		impls = []string{"etcd", "etckit"}
+	}
+	const seed = 42
+	b.Logf("seed %d", seed)
+	value := make([]byte, 256)
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	rangeKey := []byte("00000042")
+	for _, op := range []string{"put", "range-linearizable", "range-serializable"} {
+		for _, clients := range []int{16, 100} {
+			for _, impl := range impls {
+				runtime.GC()
+				dir := filepath.Join(b.TempDir(), impl)
+				m := launch(b, impl, dir)
+				conns := make([]*grpc.ClientConn, clients)
+				for i := range conns {
+					conns[i] = dialTB(b, m.endpoint)
+				}
+				ctxs := enableBenchAuth(b, conns)
+				if _, err := pb.NewKVClient(conns[0]).Put(ctxs[0], &pb.PutRequest{Key: rangeKey, Value: value}); err != nil {
+					b.Fatal(err)
+				}
+				b.Run(fmt.Sprintf("op=%s/clients=%d/impl=%s", op, clients, impl), func(b *testing.B) {
+					runLoadAs(b, op, conns, ctxs, rangeKey, value, seed)
+				})
+				for _, c := range conns {
+					c.Close()
+				}
+				m.stop()
+				os.RemoveAll(dir)
+			}
+		}
+	}
+}
+
+// enableBenchAuth creates root and "bench" (10 range permissions),
+// enables auth, and authenticates each connection as bench.
+func enableBenchAuth(b *testing.B, conns []*grpc.ClientConn) []context.Context {
+	ctx := context.Background()
+	a := pb.NewAuthClient(conns[0])
+	must := func(_ any, err error) {
+		b.Helper()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	must(a.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "rootpw"}))
+	must(a.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "root", Role: "root"}))
+	must(a.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "bench", Password: "benchpw"}))
+	must(a.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: "ranges"}))
+	for i := 0; i < 10; i++ {
+		must(a.RoleGrantPermission(ctx, &pb.AuthRoleGrantPermissionRequest{Name: "ranges", Perm: &authpb.Permission{
+			PermType: authpb.Permission_READWRITE, Key: fmt.Appendf(nil, "000%d", i), RangeEnd: fmt.Appendf(nil, "000%c", '0'+i+1)}}))
+	}
+	must(a.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "bench", Role: "ranges"}))
+	must(a.AuthEnable(ctx, &pb.AuthEnableRequest{}))
+	ctxs := make([]context.Context, len(conns))
+	for i, c := range conns {
+		resp, err := pb.NewAuthClient(c).Authenticate(ctx, &pb.AuthenticateRequest{Name: "bench", Password: "benchpw"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctxs[i] = metadata.AppendToOutgoingContext(ctx, "token", resp.Token)
+	}
+	return ctxs
+}
