@@ -30,7 +30,7 @@ echo "== interop (differential tests against etcd's own modules)"
 
 # etcd's own test suite (conformance/run.sh): CONFORMANCE=bounded (the
 # default) runs a selection of tests/common against etckit and etcd 3.7.3 —
-# KV, txn, lease, watch, leader, alarm, compaction, status and membership,
+# KV, txn, lease, watch, leader, alarm, compaction, status, membership and auth,
 # on 1 member and on 3-member clusters that mix etckit and etcd;
 # CONFORMANCE=full runs all of tests/common; CONFORMANCE=0 skips it.
 conformance="${CONFORMANCE:-bounded}"
@@ -42,7 +42,9 @@ if [ "$conformance" != "0" ]; then
     cases='(NoTLS|MinorityLastVersion|QuorumLastVersion)$'
     CONFORMANCE_RUN="Test(Alarm|AlarmlistOnMemberRestart|Compact|DefragOnline|Endpoint(Status|HashKV|Health)|VerifyHashKV[A-Za-z]*|KV(Put|Get|Delete|GetNoQuorum)|LeaseGrant[A-Za-z]*|MemberList|Status|Txn(Succ|Fail)|WaitLeader|WaitLeader_MemberStop|Watch|MoveLeaderWithNoAuth|SnapshotWithNoAuth)\$/$cases
 TestMemberAdd/.*/.*/.*/$cases
-TestMemberRemove/.*/.*/$cases" conformance/run.sh
+TestMemberRemove/.*/.*/$cases
+Test(Auth|User|Role|RootRole)[A-Za-z0-9_]*/$cases
+Test(Defragment|HashKV|Status)With(No|Invalid|Root|User)Auth[A-Za-z]*/$cases" conformance/run.sh
   fi
 fi
 
