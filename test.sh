@@ -19,8 +19,8 @@ go vet ./...
 echo "== unit tests"
 go test -count=1 ./...
 
-echo "== race detector on the concurrent parts (raft loop, apply, compaction worker, WAL zeroer)"
-go test -count=1 -race ./server ./engine ./mvcc
+echo "== race detector on the concurrent parts (raft loop, apply, compaction worker, WAL zeroer, auth store and tokens)"
+go test -count=1 -race ./server ./engine ./mvcc ./auth
 go test -count=1 -race -run 'ZeroAhead|Crash' ./wal
 
 echo "== interop (differential tests against etcd's own modules)"
