@@ -52,13 +52,14 @@ func (s *Server) authInfo(ctx context.Context) (*auth.AuthInfo, error) {
 	if ctx.Value(rootCtxKey{}) != nil {
 		return &auth.AuthInfo{Username: auth.RootUser, Revision: a.Revision()}, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
+	// ValueFromIncomingContext reads one key without copying the whole
+	// metadata (this runs on every request).
 	if a.Enabled() {
-		ts, ok := md[rpctypes.TokenFieldNameGRPC]
-		if !ok {
-			ts, ok = md[rpctypes.TokenFieldNameSwagger]
+		ts := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC)
+		if len(ts) == 0 {
+			ts = metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameSwagger)
 		}
-		if ok && len(ts) > 0 {
+		if len(ts) > 0 {
 			ai, err := a.AuthInfoFromToken(ctx, strings.TrimPrefix(ts[0], "Bearer "))
 			if err != nil {
 				s.log.Warn("invalid auth token")
@@ -76,7 +77,7 @@ func (s *Server) authInfo(ctx context.Context) (*auth.AuthInfo, error) {
 	}
 	// A request through the gateway carries the gateway's certificate,
 	// not the client's: etcd ignores it then.
-	if md == nil || len(md["grpcgateway-accept"]) > 0 {
+	if _, ok := metadata.FromIncomingContext(ctx); !ok || len(metadata.ValueFromIncomingContext(ctx, "grpcgateway-accept")) > 0 {
 		return nil, nil
 	}
 	return &auth.AuthInfo{Username: cn, Revision: a.Revision()}, nil
