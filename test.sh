@@ -13,6 +13,10 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+# go.mod and go.sum of every module say exactly what the code imports.
+for m in . interop interop/etcd36 conformance; do
+  (cd "$m" && go mod tidy -diff) || { echo "go mod tidy: $m is not tidy"; exit 1; }
+done
 (cd interop && go vet ./...)
 (cd conformance && go vet ./compare)
 
