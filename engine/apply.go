@@ -208,19 +208,9 @@ func (e *Engine) applyRequest(r *pb.InternalRaftRequest) (resp proto.Message, re
 	return nil, ErrUnsupported, nil
 }
 
-// isStorageErr tells a storage failure from a request error.
-func isStorageErr(err error) bool {
-	switch {
-	case errors.Is(err, mvcc.ErrCompacted), errors.Is(err, mvcc.ErrFutureRev),
-		errors.Is(err, mvcc.ErrEmptyKey), errors.Is(err, mvcc.ErrKeyNotFound),
-		errors.Is(err, mvcc.ErrValueProvided), errors.Is(err, mvcc.ErrLeaseProvided),
-		errors.Is(err, mvcc.ErrTooManyOps), errors.Is(err, mvcc.ErrDuplicateKey),
-		errors.Is(err, mvcc.ErrInvalidSortOption), errors.Is(err, mvcc.ErrLeaseNotFound),
-		errors.Is(err, mvcc.ErrLeaseExists), errors.Is(err, mvcc.ErrLeaseTTLTooLarge):
-		return false
-	}
-	return true
-}
+// isStorageErr tells a storage failure from a request error (marked by
+// mvcc where it is made).
+func isStorageErr(err error) bool { return !mvcc.IsRequestError(err) }
 
 // applyCompaction compacts the index and persists the schedule; the
 // compacted revisions are deleted from the db in the background (etcd's
