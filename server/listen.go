@@ -299,6 +299,17 @@ func (s *Server) Serve() error {
 		if !split {
 			h = grpcHandler(s.grpc, mux)
 		}
+		httpsUsed := false
+		for _, ca := range addrs {
+			httpsUsed = httpsUsed || (ca.secure && (!split || ca.httpOnly))
+		}
+		if err := h2CipherSuites(tlsCfg.CipherSuites); httpsUsed && err != nil {
+			s.closeListeners()
+			return fmt.Errorf("server: --cipher-suites: %w", err)
+		}
+		// net/http adjusts its server's TLS config (ALPN http/1.1); the
+		// TLS listener keeps etcd's own (h2 only), as etcd's does.
+		s.httpsLnCfg = tlsCfg.Clone()
 		s.httpsSrv = &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 5 * time.Minute,
 			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(min(s.cfg.MaxConcurrentStreams, 1<<31-1))}}
 	}
@@ -355,10 +366,25 @@ func (s *Server) serveClientAddr(ca *clientAddr, split bool, grpcTLSCfg *tls.Con
 		if crl := s.cfg.ClientTLS.CRLFile; crl != "" {
 			checks = append(checks, crlCheck(clientTLSFlags.crl, crl))
 		}
-		tl := newTLSListener(sl.tls, s.httpsSrv.TLSConfig, s.log, rejected, false, checks...)
+		tl := newTLSListener(sl.tls, s.httpsLnCfg, s.log, rejected, false, checks...)
 		go func() { _ = s.httpsSrv.Serve(tl) }()
 	}
 	s.log.Info("serving client traffic securely", "traffic", traffic, "address", ca.l.Addr().String())
+}
+
+// h2CipherSuites is the check etcd's http2.ConfigureServer makes of its
+// https client server: configured cipher suites must include one that
+// HTTP/2 requires, else etcd does not serve.
+func h2CipherSuites(suites []uint16) error {
+	if len(suites) == 0 {
+		return nil
+	}
+	for _, cs := range suites {
+		if cs == tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 || cs == tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 {
+			return nil
+		}
+	}
+	return errors.New("http2: TLSConfig.CipherSuites is missing an HTTP/2-required AES_128_GCM_SHA256 cipher (need at least one of TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 or TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)")
 }
 
 // grpcHandler is etcd's grpcHandlerFunc: HTTP/2 requests of content type

@@ -227,6 +227,7 @@ type Server struct {
 	// The TLS side of the client listeners, the --listen-metrics-urls
 	// server, and the advertised client URLs once bound (listen.go).
 	httpsSrv        *http.Server
+	httpsLnCfg      *tls.Config // the https listeners' own copy
 	metricsSrv      *http.Server
 	metricsLns      []net.Listener
 	boundClientURLs []string
