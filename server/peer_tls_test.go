@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -171,5 +172,42 @@ func TestPeerTLSWrongCN(t *testing.T) {
 	case <-c.srv[2].Ready():
 		t.Fatal("the refused member published itself")
 	default:
+	}
+}
+
+// TestPeerTLSClientSAN: the peer listener checks a client certificate's
+// SANs against the connection's source address, as etcd's checkSAN (a
+// certificate for 10.1.2.3 is refused from 127.0.0.1, one without SANs
+// passes), unless SkipClientSANVerify (--peer-skip-client-san-verification).
+func TestPeerTLSClientSAN(t *testing.T) {
+	ca := newTestCA(t, "peer-ca")
+	srvCert := ca.issue("server", "server")
+	elsewhere := ca.issueFor("elsewhere", "elsewhere", []net.IP{net.ParseIP("10.1.2.3")}, nil)
+	noSAN := ca.issueFor("nosan", "nosan", nil, nil)
+	for _, skip := range []bool{false, true} {
+		t.Run(fmt.Sprintf("skip=%v", skip), func(t *testing.T) {
+			peer := "https://" + freeAddr(t)
+			s, logs := startTLSServer(t, func(c *Config) {
+				c.ListenClientURLs = []string{"http://127.0.0.1:0"}
+				c.Engine.InitialCluster = "default=" + peer
+				c.Engine.InitialAdvertisePeerURLs = []string{peer}
+				c.ListenPeerURLs = []string{peer}
+				c.PeerTLS = TLSInfo{CertFile: srvCert.CertFile, KeyFile: srvCert.KeyFile, TrustedCAFile: ca.CAFile,
+					ClientCertAuth: true, SkipClientSANVerify: skip}
+			})
+			base := "https://" + s.PeerAddrs()[0]
+			httpGetOK(t, httpsClient(ca.clientTLS(&noSAN)), base+"/members")
+			_, err := httpsClient(ca.clientTLS(&elsewhere)).Get(base + "/members")
+			if skip {
+				if err != nil {
+					t.Fatalf("with the SAN check off: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("a certificate for 10.1.2.3 was served from 127.0.0.1")
+			}
+			logs.waitLog(t, 5*time.Second, "rejected connection on peer endpoint", "10.1.2.3")
+		})
 	}
 }

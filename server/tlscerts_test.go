@@ -81,6 +81,12 @@ var nextSerial int64 = 1000
 // etcd's test certificates do), written as <name>.pem and <name>-key.pem.
 func (ca *testCA) issue(name, cn string) testCert {
 	ca.t.Helper()
+	return ca.issueFor(name, cn, []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
+}
+
+// issueFor is issue with the SANs given.
+func (ca *testCA) issueFor(name, cn string, ips []net.IP, dnsNames []string) testCert {
+	ca.t.Helper()
 	serialMu.Lock()
 	nextSerial++
 	serial := big.NewInt(nextSerial)
@@ -96,8 +102,8 @@ func (ca *testCA) issue(name, cn string) testCert {
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
+		IPAddresses:  ips,
+		DNSNames:     dnsNames,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
