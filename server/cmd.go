@@ -57,6 +57,7 @@ type flags struct {
 	peerClientKeyFile, peerTrustedCAFile, peerCRL string
 	peerCertAllowedCN, peerCertAllowedHostname    []string
 	peerClientCertAuth, peerAutoTLS, peerSkipSAN  bool
+	experimentalPeerSkipSAN                       bool
 	selfSignedCertValidity                        uint
 	cipherSuites                                  []string
 	tlsMinVersion, tlsMaxVersion                  string
@@ -165,6 +166,7 @@ With no flags it starts one member named "default" with its data in
 	fs.StringSliceVar(&f.peerCertAllowedHostname, "peer-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.")
 	fs.StringSliceVar(&f.cipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go).")
 	fs.BoolVar(&f.peerSkipSAN, "peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.")
+	fs.BoolVar(&f.experimentalPeerSkipSAN, "experimental-peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.Deprecated in v3.6 and will be decommissioned in v3.7. Use peer-skip-client-san-verification instead")
 	fs.StringVar(&f.tlsMinVersion, "tls-min-version", TLSVersion12, "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3.")
 	fs.StringVar(&f.tlsMaxVersion, "tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
 	return cmd, &f
@@ -231,6 +233,12 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	authToken := f.authToken
 	if authToken == "" {
 		authToken = "-" // etcd's --auth-token="": no tokens
+	}
+	if cmd.Flags().Changed("experimental-peer-skip-client-san-verification") {
+		if cmd.Flags().Changed("peer-skip-client-san-verification") {
+			return Config{}, fmt.Errorf("cannot set --experimental-peer-skip-client-san-verification and --peer-skip-client-san-verification at the same time, please use --peer-skip-client-san-verification only")
+		}
+		f.peerSkipSAN = f.experimentalPeerSkipSAN
 	}
 	clientTLS, peerTLS, err := f.tlsInfos()
 	if err != nil {

@@ -513,6 +513,9 @@ func TestTLSFlags(t *testing.T) {
 		strings.Join(pt.AllowedCNs, ",") != "m1,m2" || !pt.AutoTLS || len(pt.CipherSuites) != 2 || pt.MaxVersion != tls.VersionTLS12 {
 		t.Fatalf("peer TLS %+v", pt)
 	}
+	if cfg, err := parse("--experimental-peer-skip-client-san-verification"); err != nil || !cfg.PeerTLS.SkipClientSANVerify {
+		t.Fatalf("--experimental-peer-skip-client-san-verification (3.6's name): %v", err)
+	}
 	if len(cfg.ListenClientHTTPURLs) != 1 || len(cfg.ListenMetricsURLs) != 1 {
 		t.Fatalf("http URLs %v, metrics URLs %v", cfg.ListenClientHTTPURLs, cfg.ListenMetricsURLs)
 	}
@@ -525,6 +528,8 @@ func TestTLSFlags(t *testing.T) {
 		{[]string{"--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"}, "min version (TLS1.3) is greater than max version (TLS1.2)"},
 		{[]string{"--tls-min-version=TLS1.3", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}, "cipher suites cannot be configured when only TLS1.3 is enabled"},
 		{[]string{"--cipher-suites=TLS_NOPE"}, `unexpected TLS cipher suite "TLS_NOPE"`},
+		{[]string{"--experimental-peer-skip-client-san-verification", "--peer-skip-client-san-verification"},
+			"cannot set --experimental-peer-skip-client-san-verification and --peer-skip-client-san-verification at the same time, please use --peer-skip-client-san-verification only"},
 	} {
 		if _, err := parse(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err %v, want %q", tc.args, err, tc.want)
