@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -246,6 +248,9 @@ func (s *Server) Serve() error {
 		return err
 	}
 	split := len(s.cfg.ListenClientHTTPURLs) > 0
+	if !s.cfg.ClientTLS.Empty() {
+		s.log.Info("starting with client TLS", "tls-info", s.cfg.ClientTLS.String(), "cipher-suites", s.cfg.ClientTLS.cipherSuiteNames())
+	}
 	var tlsCfg, grpcTLSCfg *tls.Config
 	for _, ca := range addrs {
 		if !ca.secure {
@@ -317,7 +322,8 @@ func (s *Server) Serve() error {
 		// net/http adjusts its server's TLS config (ALPN http/1.1); the
 		// TLS listener keeps etcd's own (h2 only), as etcd's does.
 		s.httpsLnCfg = tlsCfg.Clone()
-		s.httpsSrv = &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 5 * time.Minute,
+		// As etcd's, it logs no client's errors.
+		s.httpsSrv = &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 5 * time.Minute, ErrorLog: log.New(io.Discard, "", 0),
 			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(min(s.cfg.MaxConcurrentStreams, 1<<31-1))}}
 	}
 	close(s.boundc)

@@ -77,6 +77,9 @@ func (s *Server) startPeer() error {
 			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp")})
 		s.cfg.Transport = s.tr
 	}
+	if !s.cfg.PeerTLS.Empty() {
+		s.log.Info("starting with peer TLS", "tls-info", s.cfg.PeerTLS.String(), "cipher-suites", s.cfg.PeerTLS.cipherSuiteNames())
+	}
 	var tlsCfg *tls.Config
 	var checks []connCheck
 	for _, u := range s.cfg.ListenPeerURLs {

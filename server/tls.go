@@ -72,6 +72,21 @@ type TLSInfo struct {
 	fl       *tlsFlags // flag names for errors; nil: client side
 }
 
+// String is etcd's TLSInfo.String, for the "starting with ... TLS" logs.
+func (i *TLSInfo) String() string {
+	return fmt.Sprintf("cert = %s, key = %s, client-cert=%s, client-key=%s, trusted-ca = %s, client-cert-auth = %v, crl-file = %s",
+		i.CertFile, i.KeyFile, i.ClientCertFile, i.ClientKeyFile, i.TrustedCAFile, i.ClientCertAuth, i.CRLFile)
+}
+
+// cipherSuiteNames are the configured suites' names, for logs.
+func (i *TLSInfo) cipherSuiteNames() []string {
+	out := make([]string, 0, len(i.CipherSuites))
+	for _, id := range i.CipherSuites {
+		out = append(out, tls.CipherSuiteName(id))
+	}
+	return out
+}
+
 // Empty reports whether no certificate is configured (etcd's Empty).
 func (i *TLSInfo) Empty() bool { return i.CertFile == "" && i.KeyFile == "" }
 
