@@ -35,7 +35,9 @@ echo "== interop (differential tests against etcd's own modules)"
 # etcd's own test suite (conformance/run.sh): CONFORMANCE=bounded (the
 # default) runs a selection of tests/common against etckit and etcd 3.7.3 —
 # KV, txn, lease, watch, leader, alarm, compaction, status, membership and auth,
-# on 1 member and on 3-member clusters that mix etckit and etcd;
+# on 1 member and on 3-member clusters that mix etckit and etcd; then a few
+# of them on 3-member clusters with client and peer TLS, and tests/e2e's
+# TLS ctl tests (CRL, auto TLS, TLS versions);
 # CONFORMANCE=full runs all of tests/common; CONFORMANCE=0 skips it.
 conformance="${CONFORMANCE:-bounded}"
 if [ "$conformance" != "0" ]; then
@@ -49,6 +51,11 @@ TestMemberAdd/.*/.*/.*/$cases
 TestMemberRemove/.*/.*/$cases
 Test(Auth|User|Role|RootRole)[A-Za-z0-9_]*/$cases
 Test(Defragment|HashKV|Status)With(No|Invalid|Root|User)Auth[A-Za-z]*/$cases" conformance/run.sh
+    echo "== etcd's own test suite: client and peer TLS (tests/common's TLS cluster cases, tests/e2e's TLS ctl tests)"
+    CONFORMANCE_RUN='Test(KVPut|KVGet|TxnSucc|MemberList)$/(PeerTLS_and_ClientTLS|PeerAutoTLS_and_ClientAutoTLS)$' conformance/run.sh
+    CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
+      CONFORMANCE_RUN='^(TestCtlV3GetRevokedCRL|TestCtlV3GetRevokedCRLGRPCOnly|TestCtlV3PutClientTLSFlagByEnv|TestCtlV3LeaseKeepAliveClientTLS|TestCtlV3LeaseKeepAliveClientAutoTLS|TestCtlV3LeaseKeepAlivePeerTLS|TestCtlV3WatchClientTLS|TestCtlV3WatchPeerTLS|TestCtlV3WatchInteractiveClientTLS|TestCtlV3MemberUpdateClientTLS|TestCtlV3MemberUpdatePeerTLS|TestCtlV3MemberUpdateClientAutoTLS|TestEtcdTLSVersion|TestEtcdListenMetricsURLsWithMissingClientTLSInfo)$' \
+      conformance/run.sh
   fi
 fi
 

@@ -14,6 +14,7 @@ import (
 	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/server"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -40,6 +41,17 @@ type mixedCluster struct {
 	// production: fsync on and etcd's default timings (100 ms heartbeat,
 	// 1 s election), for benchmarks; otherwise no fsync and 50 ms ticks.
 	production bool
+	// peerTLS, when set, puts every member on https peer URLs with this
+	// certificate and CA, client certificates required (tls_test.go).
+	peerTLS *tlsFiles
+}
+
+// peerScheme is the scheme of the members' peer URLs.
+func (c *mixedCluster) peerScheme() string {
+	if c.peerTLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // newMixedCluster bootstraps one cluster of the given kinds ("etcd",
@@ -58,7 +70,7 @@ func startMixedCluster(c *mixedCluster, kinds ...string) *mixedCluster {
 	var parts []string
 	for i, k := range kinds {
 		mm := &mixedMember{kind: k, name: fmt.Sprintf("%s-%d", k, i), dir: filepath.Join(t.TempDir(), fmt.Sprintf("m%d", i)),
-			peerURL: "http://" + freeAddr(t), clientAddr: freeAddr(t)}
+			peerURL: c.peerScheme() + "://" + freeAddr(t), clientAddr: freeAddr(t)}
 		c.members = append(c.members, mm)
 		parts = append(parts, mm.name+"="+mm.peerURL)
 	}
@@ -102,6 +114,9 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 			cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = c.snapshotCount, c.catchUp
 		}
 		cfg.ListenMetricsUrls = nil
+		if f := c.peerTLS; f != nil {
+			cfg.PeerTLSInfo = transport.TLSInfo{CertFile: f.cert, KeyFile: f.key, TrustedCAFile: f.ca, ClientCertAuth: true}
+		}
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			return fmt.Errorf("%s: %w", mm.name, err)
@@ -118,7 +133,12 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 		if c.production {
 			tick = 100 * time.Millisecond
 		}
+		var peerTLS server.TLSInfo
+		if f := c.peerTLS; f != nil {
+			peerTLS = server.TLSInfo{CertFile: f.cert, KeyFile: f.key, TrustedCAFile: f.ca, ClientCertAuth: true}
+		}
 		s, err := server.New(server.Config{
+			PeerTLS: peerTLS,
 			Engine: engine.Options{Name: mm.name, DataDir: mm.dir, InitialCluster: c.initial, InitialClusterToken: c.token,
 				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: !c.production, SnapshotCount: c.snapshotCount, CatchUpEntries: c.catchUp},
 			InitialClusterState: state,
@@ -436,7 +456,7 @@ func (c *mixedCluster) add(kind string, learner bool) *mixedMember {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	mm := &mixedMember{kind: kind, name: fmt.Sprintf("%s-%d", kind, len(c.members)), dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("m%d", len(c.members))),
-		peerURL: "http://" + freeAddr(c.t), clientAddr: freeAddr(c.t)}
+		peerURL: c.peerScheme() + "://" + freeAddr(c.t), clientAddr: freeAddr(c.t)}
 	via := c.running()[0]
 	var resp *pb.MemberAddResponse
 	if err := retryUnhealthy(ctx, func() (err error) {

@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,7 +46,21 @@ type flags struct {
 	watchProgressNotifyInterval                     time.Duration
 	authToken                                       string
 	authTokenTTL, bcryptCost                        uint
-	clientCertAuth                                  bool
+
+	// TLS (tls.go): the client side, the peer side, and what they share.
+	listenClientHTTPURLs, listenMetricsURLs       string
+	certFile, keyFile, clientCertFile             string
+	clientKeyFile, trustedCAFile, clientCRLFile   string
+	clientCertAllowedHostname                     []string
+	clientCertAuth, autoTLS                       bool
+	peerCertFile, peerKeyFile, peerClientCertFile string
+	peerClientKeyFile, peerTrustedCAFile, peerCRL string
+	peerCertAllowedCN, peerCertAllowedHostname    []string
+	peerClientCertAuth, peerAutoTLS, peerSkipSAN  bool
+	experimentalPeerSkipSAN                       bool
+	selfSignedCertValidity                        uint
+	cipherSuites                                  []string
+	tlsMinVersion, tlsMaxVersion                  string
 }
 
 // NewCommand returns the `serve` command: run one etcd member on a data
@@ -124,7 +141,34 @@ With no flags it starts one member named "default" with its data in
 	fs.StringVar(&f.authToken, "auth-token", "simple", "Specify auth token specific options.")
 	fs.UintVar(&f.authTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
 	fs.UintVar(&f.bcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
+
+	fs.StringVar(&f.listenClientHTTPURLs, "listen-client-http-urls", "", "List of URLs to listen on for http only client traffic. Enabling this flag removes http services from --listen-client-urls.")
+	fs.StringVar(&f.listenMetricsURLs, "listen-metrics-urls", "", "List of URLs to listen on for the metrics and health endpoints.")
+	fs.StringVar(&f.certFile, "cert-file", "", "Path to the client server TLS cert file.")
+	fs.StringVar(&f.keyFile, "key-file", "", "Path to the client server TLS key file.")
+	fs.StringVar(&f.clientCertFile, "client-cert-file", "", "Path to an explicit peer client TLS cert file otherwise cert file will be used when client auth is required.")
+	fs.StringVar(&f.clientKeyFile, "client-key-file", "", "Path to an explicit peer client TLS key file otherwise key file will be used when client auth is required.")
 	fs.BoolVar(&f.clientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
+	fs.StringVar(&f.clientCRLFile, "client-crl-file", "", "Path to the client certificate revocation list file.")
+	fs.StringSliceVar(&f.clientCertAllowedHostname, "client-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for client cert authentication.")
+	fs.StringVar(&f.trustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
+	fs.BoolVar(&f.autoTLS, "auto-tls", false, "Client TLS using generated certificates")
+	fs.StringVar(&f.peerCertFile, "peer-cert-file", "", "Path to the peer server TLS cert file.")
+	fs.StringVar(&f.peerKeyFile, "peer-key-file", "", "Path to the peer server TLS key file.")
+	fs.StringVar(&f.peerClientCertFile, "peer-client-cert-file", "", "Path to an explicit peer client TLS cert file otherwise peer cert file will be used when client auth is required.")
+	fs.StringVar(&f.peerClientKeyFile, "peer-client-key-file", "", "Path to an explicit peer client TLS key file otherwise peer key file will be used when client auth is required.")
+	fs.BoolVar(&f.peerClientCertAuth, "peer-client-cert-auth", false, "Enable peer client cert authentication.")
+	fs.StringVar(&f.peerTrustedCAFile, "peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.")
+	fs.BoolVar(&f.peerAutoTLS, "peer-auto-tls", false, "Peer TLS using generated certificates")
+	fs.UintVar(&f.selfSignedCertValidity, "self-signed-cert-validity", 1, "The validity period of the client and peer certificates, unit is year")
+	fs.StringVar(&f.peerCRL, "peer-crl-file", "", "Path to the peer certificate revocation list file.")
+	fs.StringSliceVar(&f.peerCertAllowedCN, "peer-cert-allowed-cn", nil, "Comma-separated list of allowed CNs for inter-peer TLS authentication.")
+	fs.StringSliceVar(&f.peerCertAllowedHostname, "peer-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.")
+	fs.StringSliceVar(&f.cipherSuites, "cipher-suites", nil, "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go).")
+	fs.BoolVar(&f.peerSkipSAN, "peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.")
+	fs.BoolVar(&f.experimentalPeerSkipSAN, "experimental-peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.Deprecated in v3.6 and will be decommissioned in v3.7. Use peer-skip-client-san-verification instead")
+	fs.StringVar(&f.tlsMinVersion, "tls-min-version", TLSVersion12, "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3.")
+	fs.StringVar(&f.tlsMaxVersion, "tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
 	return cmd, &f
 }
 
@@ -190,6 +234,16 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	if authToken == "" {
 		authToken = "-" // etcd's --auth-token="": no tokens
 	}
+	if cmd.Flags().Changed("experimental-peer-skip-client-san-verification") {
+		if cmd.Flags().Changed("peer-skip-client-san-verification") {
+			return Config{}, fmt.Errorf("cannot set --experimental-peer-skip-client-san-verification and --peer-skip-client-san-verification at the same time, please use --peer-skip-client-san-verification only")
+		}
+		f.peerSkipSAN = f.experimentalPeerSkipSAN
+	}
+	clientTLS, peerTLS, err := f.tlsInfos()
+	if err != nil {
+		return Config{}, err
+	}
 	maxSnaps, maxWALs := int(f.maxSnapshots), int(f.maxWALs)
 	if maxSnaps == 0 {
 		maxSnaps = -1
@@ -212,16 +266,20 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 			MaxWALs:                  maxWALs,
 			NoSync:                   f.unsafeNoFsync,
 		},
-		InitialClusterState: f.initialClusterState,
-		ListenClientURLs:    splitURLs(f.listenClientURLs),
-		ListenPeerURLs:      splitURLs(f.listenPeerURLs),
-		AdvertiseClientURLs: splitURLs(f.advertiseClientURLs),
-		MaxRequestBytes:     int(f.maxRequestBytes),
-		MaxTxnOps:           int(f.maxTxnOps),
-		QuotaBackendBytes:   f.quotaBackendBytes,
-		TickInterval:        time.Duration(f.heartbeatMs) * time.Millisecond,
-		ElectionTicks:       int(f.electionMs / f.heartbeatMs),
-		Logger:              logger,
+		InitialClusterState:  f.initialClusterState,
+		ListenClientURLs:     splitURLs(f.listenClientURLs),
+		ListenPeerURLs:       splitURLs(f.listenPeerURLs),
+		AdvertiseClientURLs:  splitURLs(f.advertiseClientURLs),
+		ListenClientHTTPURLs: splitURLs(f.listenClientHTTPURLs),
+		ListenMetricsURLs:    splitURLs(f.listenMetricsURLs),
+		ClientTLS:            clientTLS,
+		PeerTLS:              peerTLS,
+		MaxRequestBytes:      int(f.maxRequestBytes),
+		MaxTxnOps:            int(f.maxTxnOps),
+		QuotaBackendBytes:    f.quotaBackendBytes,
+		TickInterval:         time.Duration(f.heartbeatMs) * time.Millisecond,
+		ElectionTicks:        int(f.electionMs / f.heartbeatMs),
+		Logger:               logger,
 
 		GRPCKeepAliveMinTime:  disabledIfZero(f.grpcKeepAliveMinTime),
 		GRPCKeepAliveInterval: disabledIfZero(f.grpcKeepAliveInterval),
@@ -239,6 +297,49 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		BcryptCost:     int(f.bcryptCost),
 		ClientCertAuth: f.clientCertAuth,
 	}, nil
+}
+
+// tlsInfos are the client and the peer TLS settings of the flags, with
+// etcd's checks of the shared ones (--tls-min-version, --tls-max-version,
+// --cipher-suites) and its error texts.
+func (f *flags) tlsInfos() (client, peer TLSInfo, err error) {
+	minV, err := ParseTLSVersion(f.tlsMinVersion)
+	if err != nil {
+		return client, peer, err
+	}
+	maxV, err := ParseTLSVersion(f.tlsMaxVersion)
+	if err != nil {
+		return client, peer, err
+	}
+	if maxV != 0 && minV > maxV {
+		return client, peer, fmt.Errorf("min version (%s) is greater than max version (%s)", f.tlsMinVersion, f.tlsMaxVersion)
+	}
+	if minV == tls.VersionTLS13 && len(f.cipherSuites) > 0 {
+		return client, peer, fmt.Errorf("cipher suites cannot be configured when only TLS1.3 is enabled")
+	}
+	var suites []uint16
+	if len(f.cipherSuites) > 0 {
+		if suites, err = ParseCipherSuites(f.cipherSuites); err != nil {
+			return client, peer, err
+		}
+	}
+	client = TLSInfo{
+		CertFile: f.certFile, KeyFile: f.keyFile, ClientCertFile: f.clientCertFile, ClientKeyFile: f.clientKeyFile,
+		TrustedCAFile: f.trustedCAFile, ClientCertAuth: f.clientCertAuth, CRLFile: f.clientCRLFile,
+		AllowedHostnames: f.clientCertAllowedHostname, AutoTLS: f.autoTLS, SelfSignedCertValidity: f.selfSignedCertValidity,
+		CipherSuites: suites, MinVersion: minV, MaxVersion: maxV,
+	}
+	peer = TLSInfo{
+		CertFile: f.peerCertFile, KeyFile: f.peerKeyFile, ClientCertFile: f.peerClientCertFile, ClientKeyFile: f.peerClientKeyFile,
+		TrustedCAFile: f.peerTrustedCAFile, ClientCertAuth: f.peerClientCertAuth, CRLFile: f.peerCRL,
+		AllowedCNs: f.peerCertAllowedCN, AllowedHostnames: f.peerCertAllowedHostname, SkipClientSANVerify: f.peerSkipSAN,
+		AutoTLS: f.peerAutoTLS, SelfSignedCertValidity: f.selfSignedCertValidity,
+		CipherSuites: slices.Clone(suites), MinVersion: minV, MaxVersion: maxV,
+	}
+	if f.selfSignedCertValidity == 0 && ((f.autoTLS && client.Empty()) || (f.peerAutoTLS && peer.Empty())) {
+		return client, peer, errors.New("selfSignedCertValidity is invalid,it should be greater than 0 (--self-signed-cert-validity)")
+	}
+	return client, peer, nil
 }
 
 // disabledIfZero maps a flag's 0 ("disabled", as etcd reads it) to the

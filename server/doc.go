@@ -39,6 +39,17 @@
 // strict reconfiguration checks (membership.go); a member joins a running
 // cluster from its peers' /members (join.go).
 //
+// # TLS
+//
+// Client and peer TLS follow etcd's embed and client/pkg/transport
+// (tls.go, listen.go): https and unixs client URLs pass a TLS listener
+// (handshake, CRL) into one net/http server that hands application/grpc
+// HTTP/2 requests to the gRPC server, so an RPC's peer.AuthInfo is a
+// credentials.TLSInfo with the verified chains (certCommonName); https
+// peer URLs add etcd's SAN check and allowed CN/hostname, and the
+// transport, the peer endpoints' clients and joining dial with the peer
+// certificate over HTTP/1.1.
+//
 // Linearizable reads (Range, read-only Txn, MemberList with linearizable,
 // LeaseTimeToLive, /health) wait for a raft ReadIndex round shared by all
 // concurrent readers and for the apply of that index; serializable reads are

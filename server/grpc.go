@@ -20,7 +20,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-func newGRPCServer(s *Server) *grpc.Server {
+// newGRPCServer is the client gRPC server, with extra options (the
+// transport credentials, listen.go).
+func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 	// Fixed flow-control windows, large enough that the biggest request
 	// (--max-request-bytes plus gRPC's overhead) never waits for a window
 	// update. Setting them also turns off grpc-go's BDP estimation, which
@@ -54,7 +56,7 @@ func newGRPCServer(s *Server) *grpc.Server {
 			Timeout: s.cfg.GRPCKeepAliveTimeout,
 		}))
 	}
-	gs := grpc.NewServer(opts...)
+	gs := grpc.NewServer(append(opts, extra...)...)
 	pb.RegisterKVServer(gs, &kvServer{s: s})
 	pb.RegisterClusterServer(gs, &clusterServer{s: s})
 	pb.RegisterMaintenanceServer(gs, &maintenanceServer{s: s})

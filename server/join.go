@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/etckit/etckit/engine"
 )
@@ -27,7 +26,9 @@ type joinInfo struct {
 // --initial-cluster (other than this member), then match every member the
 // cluster has with one of --initial-cluster by peer URLs. The cluster's
 // member for this member's URLs gives its ID (MemberAdd chose it).
-func discoverCluster(ctx context.Context, cfg Config) (*joinInfo, error) {
+//
+// client is etcd's peer round-tripper (peer TLS for https peers).
+func discoverCluster(ctx context.Context, cfg Config, client *http.Client) (*joinInfo, error) {
 	local, _, err := engine.InitialMembers(cfg.Engine.InitialCluster, cfg.Engine.InitialClusterToken)
 	if err != nil {
 		return nil, err
@@ -44,7 +45,6 @@ func discoverCluster(ctx context.Context, cfg Config) (*joinInfo, error) {
 	if self == nil {
 		return nil, fmt.Errorf("server: member %q is not in --initial-cluster %q", cfg.Engine.Name, cfg.Engine.InitialCluster)
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
 	var lastErr error
 	for _, u := range urls {
 		info, err := getMembers(ctx, client, u)

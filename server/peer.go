@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,27 +45,70 @@ func (s *Server) peerURLs() []string {
 	return s.cfg.Engine.InitialAdvertisePeerURLs
 }
 
+// peerDialTimeout is etcd's peer dial timeout: 1 s + the election timeout.
+func (c *Config) peerDialTimeout() time.Duration {
+	return time.Second + time.Duration(c.ElectionTicks)*c.TickInterval
+}
+
+// newPeerRoundTripper is etcd's peer round-tripper for the peer endpoints
+// (/members, /version, /members/hashkv, ...): the peer TLS config, etcd's
+// dial timeout, TCP keep-alive 30 s, a 10 s TLS handshake, up to 1024 idle
+// connections per host. It speaks HTTP/1.1 only: etcd's peer listener
+// offers h2 in ALPN but serves HTTP/1, so a client that took h2 would fail.
+func newPeerRoundTripper(tc *tls.Config, dialTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tc,
+		TLSHandshakeTimeout: tlsHandshakeTimeout,
+		MaxIdleConnsPerHost: 1024,
+	}
+}
+
 // startPeer binds --listen-peer-urls and serves etcd's peer endpoints on
 // them, with the raft transport behind /raft. A member that is alone in
-// its cluster and has no peer URLs to listen on runs without.
+// its cluster and has no peer URLs to listen on runs without. On https
+// URLs every connection passes etcd's TLS listener first (handshake,
+// the client certificate's SANs against the source address unless
+// SkipClientSANVerify, the CRL), then reaches net/http as plain HTTP/1.
 func (s *Server) startPeer() error {
 	if s.cfg.Transport == nil {
 		s.tr = transport.New(transport.Config{ID: s.ID(), ClusterID: s.ClusterID(), URLs: s.peerURLs(), Raft: s, Version: Version,
-			DialTimeout: time.Second + time.Duration(s.cfg.ElectionTicks)*s.cfg.TickInterval, Snapshots: s,
+			DialTimeout: s.cfg.peerDialTimeout(), TLSClientConfig: s.peerDial, Snapshots: s,
 			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp")})
 		s.cfg.Transport = s.tr
 	}
+	if !s.cfg.PeerTLS.Empty() {
+		s.log.Info("starting with peer TLS", "tls-info", s.cfg.PeerTLS.String(), "cipher-suites", s.cfg.PeerTLS.cipherSuiteNames())
+	}
+	var tlsCfg *tls.Config
+	var checks []connCheck
 	for _, u := range s.cfg.ListenPeerURLs {
 		pu, err := url.Parse(u)
 		if err != nil {
 			return fmt.Errorf("server: --listen-peer-urls %q: %w", u, err)
 		}
-		if pu.Scheme != "http" {
-			return fmt.Errorf("server: --listen-peer-urls %q: only http is supported yet", u)
+		if pu.Scheme != "http" && pu.Scheme != "https" {
+			return fmt.Errorf("server: --listen-peer-urls %q: only http and https are supported", u)
 		}
 		l, err := net.Listen("tcp", pu.Host)
 		if err != nil {
 			return fmt.Errorf("server: listen %s: %w", u, err)
+		}
+		l = &deadlineListener{Listener: l}
+		if pu.Scheme == "https" {
+			if tlsCfg == nil {
+				if tlsCfg, err = s.cfg.PeerTLS.serverConfig(s.log); err != nil {
+					_ = l.Close()
+					return fmt.Errorf("server: peer TLS: %w", err)
+				}
+				if !s.cfg.PeerTLS.SkipClientSANVerify {
+					checks = append(checks, sanCheck)
+				}
+				if crl := s.cfg.PeerTLS.CRLFile; crl != "" {
+					checks = append(checks, crlCheck(peerTLSFlags.crl, crl))
+				}
+			}
+			l = newTLSListener(l, tlsCfg, s.log, "rejected connection on peer endpoint", true, checks...)
 		}
 		s.peerListeners = append(s.peerListeners, l)
 	}
@@ -85,10 +129,10 @@ func (s *Server) startPeer() error {
 	mux.HandleFunc("/leases", s.serveLeaseRenew)
 	mux.HandleFunc("/leases/internal", s.serveLeaseTimeToLive)
 	// etcd's peer server: 5 minutes per request, and 5 s read and write
-	// deadlines on every I/O call of a connection.
+	// deadlines on every I/O call of a connection (under TLS too).
 	s.peerSrv = &http.Server{Handler: mux, ReadTimeout: 5 * time.Minute}
 	for _, l := range s.peerListeners {
-		go func() { _ = s.peerSrv.Serve(&deadlineListener{Listener: l}) }()
+		go func() { _ = s.peerSrv.Serve(l) }()
 		s.log.Info("serving peer traffic", "address", l.Addr().String())
 	}
 	return nil

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -42,11 +43,25 @@ const (
 type Config struct {
 	Engine engine.Options
 
-	// ListenClientURLs are the client listeners (http://host:port; port 0
-	// picks a free port). AdvertiseClientURLs are published in the members
-	// bucket; default: the listeners' actual addresses.
+	// ListenClientURLs are the client listeners (--listen-client-urls:
+	// http, https, unix or unixs; port 0 picks a free port).
+	// AdvertiseClientURLs are published in the members bucket; default:
+	// the listen URLs with the listeners' actual addresses.
 	ListenClientURLs    []string
 	AdvertiseClientURLs []string
+	// ListenClientHTTPURLs is --listen-client-http-urls: listeners for
+	// /health, /metrics and /version only. With any, ListenClientURLs
+	// serve gRPC only.
+	ListenClientHTTPURLs []string
+	// ListenMetricsURLs is --listen-metrics-urls: more listeners for
+	// /metrics and /health (http plain, https with ClientTLS).
+	ListenMetricsURLs []string
+	// ClientTLS is the client listeners' TLS (--cert-file, --key-file,
+	// --trusted-ca-file, --client-cert-auth, ...), used on https and
+	// unixs URLs; PeerTLS is the peer side's (--peer-cert-file, ...), used
+	// on https peer URLs and to dial peers (tls.go).
+	ClientTLS TLSInfo
+	PeerTLS   TLSInfo
 	// ListenPeerURLs are the peer listeners (--listen-peer-urls): etcd's
 	// peer protocol and peer endpoints. None: the member listens for no
 	// peers (a single member, or tests with their own Transport).
@@ -115,6 +130,8 @@ type Config struct {
 
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
+	// serviceRegister adds gRPC services to the client server (tests).
+	serviceRegister func(*grpc.Server)
 }
 
 func (c *Config) setDefaults() {
@@ -207,6 +224,15 @@ type Server struct {
 	listeners []net.Listener
 	grpc      *grpc.Server
 	httpSrv   *http.Server
+	// The TLS side of the client listeners, the --listen-metrics-urls
+	// server, and the advertised client URLs once bound (listen.go).
+	httpsSrv        *http.Server
+	httpsLnCfg      *tls.Config // the https listeners' own copy
+	metricsSrv      *http.Server
+	metricsLns      []net.Listener
+	boundClientURLs []string
+	// peerDial is the TLS config for dialling peers (PeerTLS).
+	peerDial *tls.Config
 
 	// The peer side: etcd's transport (nil with Config.Transport), the
 	// peer listeners, and the peers the transport has (syncPeers).
@@ -242,6 +268,13 @@ func New(cfg Config) (*Server, error) {
 	if bo := &cfg.Engine.MVCC.Backend; !bo.ReadOnly && bo.BatchInterval == 0 {
 		commitInterval, bo.BatchInterval = 100*time.Millisecond, 24*time.Hour
 	}
+	if err := cfg.prepareTLS(); err != nil {
+		return nil, err
+	}
+	peerDial, err := cfg.PeerTLS.clientConfig(cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("server: peer TLS: %w", err)
+	}
 	var joined *joinInfo
 	if cfg.InitialClusterState == "existing" {
 		walDir := cfg.Engine.WALDir
@@ -254,7 +287,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		if !wal.Exist(fsys, walDir) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			join, err := discoverCluster(ctx, cfg)
+			join, err := discoverCluster(ctx, cfg, &http.Client{Timeout: 2 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())})
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", err)
@@ -301,7 +334,8 @@ func New(cfg Config) (*Server, error) {
 		msgc:           make(chan *raftpb.Message, 1024),
 		reportc:        make(chan func(), 256),
 		snapc:          make(chan *raftpb.Message, 16),
-		peerClient:     &http.Client{Timeout: 10 * time.Second},
+		peerClient:     &http.Client{Timeout: 10 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())},
+		peerDial:       peerDial,
 		leaderStreams:  leaderStreams{cancels: map[*cancelStream]struct{}{}},
 	}
 	srv = s
@@ -416,6 +450,11 @@ func (s *Server) Stop() {
 			_ = s.httpSrv.Shutdown(ctx)
 			cancel()
 			_ = s.httpSrv.Close()
+		}
+		for _, srv := range []*http.Server{s.httpsSrv, s.metricsSrv} {
+			if srv != nil {
+				_ = srv.Close()
+			}
 		}
 		if s.grpc != nil {
 			s.grpc.Stop()

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,8 @@ const (
 	pipelineBufSize   = 64
 	connPerPipeline   = 4
 	dialRetryInterval = 100 * time.Millisecond
+	// tlsHandshakeTimeout bounds a TLS handshake with a peer.
+	tlsHandshakeTimeout = 10 * time.Second
 	// MinClusterVersion is what etcd 3.x sends as X-Min-Cluster-Version.
 	MinClusterVersion = "3.0.0"
 )
@@ -72,6 +75,10 @@ type Config struct {
 	Version string
 	// DialTimeout bounds dialing a peer (etcd: 1 s + the election timeout).
 	DialTimeout time.Duration
+	// TLSClientConfig dials https peers (etcd's peer TLS info: the
+	// certificate to present, the trusted CA); nil: Go's defaults. It
+	// must offer no ALPN protocol: peers speak HTTP/1.1.
+	TLSClientConfig *tls.Config
 	// Snapshots receives and opens db snapshots; nil refuses them.
 	Snapshots SnapshotStore
 	// OnCritical is called once when a peer says this member was removed.
@@ -116,12 +123,16 @@ func New(cfg Config) *Transport {
 			}
 			return &deadlineConn{Conn: c, rd: ConnReadTimeout, wd: ConnWriteTimeout}, nil
 		},
+		TLSClientConfig:     cfg.TLSClientConfig,
+		TLSHandshakeTimeout: tlsHandshakeTimeout,
 		MaxIdleConnsPerHost: -1,
 		DisableKeepAlives:   true,
 		ForceAttemptHTTP2:   false,
 	}, CheckRedirect: noRedirect}
 	t.pipelineClient = &http.Client{Transport: &http.Transport{
 		DialContext:         dialer.DialContext,
+		TLSClientConfig:     cfg.TLSClientConfig,
+		TLSHandshakeTimeout: tlsHandshakeTimeout,
 		MaxIdleConnsPerHost: 1024,
 		ForceAttemptHTTP2:   false,
 	}, CheckRedirect: noRedirect}
