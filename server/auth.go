@@ -10,9 +10,7 @@ import (
 	"github.com/etckit/etckit/auth"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -68,42 +66,13 @@ func (s *Server) authInfo(ctx context.Context) (*auth.AuthInfo, error) {
 			return ai, nil
 		}
 	}
-	if !s.clientCertAuth() {
-		return nil, nil
-	}
-	cn, ok := verifiedCommonName(ctx)
+	// With --client-cert-auth, the verified certificate's common name
+	// (not for gateway requests, which carry the gateway's certificate).
+	cn, ok := s.certCommonName(ctx)
 	if !ok {
-		return nil, nil
-	}
-	// A request through the gateway carries the gateway's certificate,
-	// not the client's: etcd ignores it then.
-	if _, ok := metadata.FromIncomingContext(ctx); !ok || len(metadata.ValueFromIncomingContext(ctx, "grpcgateway-accept")) > 0 {
 		return nil, nil
 	}
 	return &auth.AuthInfo{Username: cn, Revision: a.Revision()}, nil
-}
-
-// clientCertAuth is --client-cert-auth: a verified client certificate's
-// common name is the user when no token is sent.
-func (s *Server) clientCertAuth() bool { return s.cfg.ClientCertAuth }
-
-// verifiedCommonName is the common name of the leaf of the first verified
-// chain the client presented, if it came over TLS.
-func verifiedCommonName(ctx context.Context) (string, bool) {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p == nil || p.AuthInfo == nil {
-		return "", false
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return "", false
-	}
-	for _, chain := range ti.State.VerifiedChains {
-		if len(chain) > 0 {
-			return chain[0].Subject.CommonName, true
-		}
-	}
-	return "", false
 }
 
 // requireAuthInfo is etcd's: with auth enabled, a request must carry an

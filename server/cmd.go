@@ -292,10 +292,9 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 
-		AuthToken:      authToken,
-		AuthTokenTTL:   time.Duration(f.authTokenTTL) * time.Second,
-		BcryptCost:     int(f.bcryptCost),
-		ClientCertAuth: f.clientCertAuth,
+		AuthToken:    authToken,
+		AuthTokenTTL: time.Duration(f.authTokenTTL) * time.Second,
+		BcryptCost:   int(f.bcryptCost),
 	}, nil
 }
 

@@ -145,16 +145,12 @@ func (c *Config) prepareTLS() error {
 			chosts = append(chosts, u.Host)
 		}
 	}
-	// --client-cert-auth is one flag: Config.ClientCertAuth (CN as user,
-	// auth.go) and ClientTLS.ClientCertAuth (certificates required) follow
-	// each other. Auto TLS replaces the client TLS settings, that one too,
-	// so then no certificate is required and no CN is a user, as in etcd
-	// (its ClientCertAuthEnabled is read after ClientSelfCert).
-	c.ClientTLS.ClientCertAuth = c.ClientTLS.ClientCertAuth || c.ClientCertAuth
+	// Auto TLS replaces the client TLS settings, --client-cert-auth
+	// among them, so then no certificate is required and no CN is a user,
+	// as in etcd (its ClientCertAuthEnabled is read after ClientSelfCert).
 	if err := c.ClientTLS.selfCertIn(log, filepath.Join(c.Engine.DataDir, "fixtures", "client"), chosts); err != nil {
 		return err
 	}
-	c.ClientCertAuth = c.ClientTLS.ClientCertAuth
 	for _, raw := range curls {
 		u, err := url.Parse(raw)
 		if err != nil {

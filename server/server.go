@@ -124,10 +124,6 @@ type Config struct {
 	AuthTokenTTL time.Duration
 	BcryptCost   int
 
-	// ClientCertAuth is --client-cert-auth: with no token sent, the
-	// common name of a verified client certificate is the user.
-	ClientCertAuth bool
-
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 	// serviceRegister adds gRPC services to the client server (tests).

@@ -733,8 +733,7 @@ func (s *Server) certCommonName(ctx context.Context) (cn string, ok bool) {
 		if len(chain) == 0 {
 			continue
 		}
-		md, hasMD := metadata.FromIncomingContext(ctx)
-		if !hasMD || len(md["grpcgateway-accept"]) > 0 {
+		if _, hasMD := metadata.FromIncomingContext(ctx); !hasMD || len(metadata.ValueFromIncomingContext(ctx, "grpcgateway-accept")) > 0 {
 			return "", false
 		}
 		return chain[0].Subject.CommonName, true
