@@ -63,8 +63,23 @@ func BenchmarkLoadAuth(b *testing.B) {
 // enableBenchAuth creates root and "bench" (10 range permissions),
 // enables auth, and authenticates each connection as bench.
 func enableBenchAuth(b *testing.B, conns []*grpc.ClientConn) []context.Context {
+	setupBenchAuth(b, conns[0])
+	ctxs := make([]context.Context, len(conns))
+	for i, c := range conns {
+		resp, err := pb.NewAuthClient(c).Authenticate(context.Background(), &pb.AuthenticateRequest{Name: "bench", Password: "benchpw"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctxs[i] = metadata.AppendToOutgoingContext(context.Background(), "token", resp.Token)
+	}
+	return ctxs
+}
+
+// setupBenchAuth creates root and "bench" (10 range permissions) and
+// enables auth.
+func setupBenchAuth(b *testing.B, conn *grpc.ClientConn) {
 	ctx := context.Background()
-	a := pb.NewAuthClient(conns[0])
+	a := pb.NewAuthClient(conn)
 	must := func(_ any, err error) {
 		b.Helper()
 		if err != nil {
@@ -81,13 +96,50 @@ func enableBenchAuth(b *testing.B, conns []*grpc.ClientConn) []context.Context {
 	}
 	must(a.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "bench", Role: "ranges"}))
 	must(a.AuthEnable(ctx, &pb.AuthEnableRequest{}))
-	ctxs := make([]context.Context, len(conns))
-	for i, c := range conns {
-		resp, err := pb.NewAuthClient(c).Authenticate(ctx, &pb.AuthenticateRequest{Name: "bench", Password: "benchpw"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctxs[i] = metadata.AppendToOutgoingContext(ctx, "token", resp.Token)
+}
+
+// BenchmarkLoadAuthCN is BenchmarkLoadAuth with the identity taken from
+// the client certificate instead of a token: both members serve https
+// with --client-cert-auth, every client presents a certificate with CN
+// "bench" (the same user and 10 permissions) and sends no token.
+func BenchmarkLoadAuthCN(b *testing.B) {
+	impls := []string{"etckit", "etcd"}
+	if *loadFirst == "etcd" {
+		impls = []string{"etcd", "etckit"}
 	}
-	return ctxs
+	const seed = 42
+	b.Logf("seed %d", seed)
+	value := make([]byte, 256)
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	pki := newTestPKI(b, "bench-ca")
+	srv, _ := pki.issue("server")
+	benchCert, _ := pki.issue("bench")
+	rangeKey := []byte("00000042")
+	for _, op := range []string{"put", "range-linearizable", "range-serializable"} {
+		for _, clients := range []int{16, 100} {
+			for _, impl := range impls {
+				runtime.GC()
+				dir := filepath.Join(b.TempDir(), impl)
+				m := launchTLS(b, impl, dir, srv)
+				conns := make([]*grpc.ClientConn, clients)
+				for i := range conns {
+					conns[i] = dialTLS(b, m.endpoint, benchCert)
+				}
+				setupBenchAuth(b, conns[0])
+				if _, err := pb.NewKVClient(conns[0]).Put(context.Background(), &pb.PutRequest{Key: rangeKey, Value: value}); err != nil {
+					b.Fatal(err)
+				}
+				b.Run(fmt.Sprintf("op=%s/clients=%d/impl=%s", op, clients, impl), func(b *testing.B) {
+					runLoadAs(b, op, conns, nil, rangeKey, value, seed)
+				})
+				for _, c := range conns {
+					c.Close()
+				}
+				m.stop()
+				os.RemoveAll(dir)
+			}
+		}
+	}
 }

@@ -2,8 +2,11 @@ package interop
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -11,8 +14,10 @@ import (
 	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/server"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -125,6 +130,78 @@ func waitServing(tb testing.TB, l *launched) {
 func dialTB(tb testing.TB, endpoint string) *grpc.ClientConn {
 	tb.Helper()
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return conn
+}
+
+// launchTLS is launch with client TLS: https on 127.0.0.1, srv's
+// certificate, client certificates required and their CN the user
+// (--cert-file, --key-file, --trusted-ca-file, --client-cert-auth).
+func launchTLS(tb testing.TB, impl, dir string, srv tlsFiles) *launched {
+	tb.Helper()
+	addr := freeAddr(tb)
+	l := &launched{impl: impl, endpoint: addr, dir: dir}
+	switch impl {
+	case "etcd":
+		cfg := embed.NewConfig()
+		cfg.Name, cfg.Dir, cfg.LogLevel = testName, dir, "fatal"
+		lc, _ := url.Parse("https://" + addr)
+		lp, _ := url.Parse("http://127.0.0.1:0")
+		ap, _ := url.Parse(testPeerURL)
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lc}, []url.URL{*lc}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*lp}, []url.URL{*ap}
+		cfg.InitialCluster = testName + "=" + testPeerURL
+		cfg.ListenMetricsUrls = nil
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: srv.cert, KeyFile: srv.key, TrustedCAFile: srv.ca, ClientCertAuth: true}
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(60 * time.Second):
+			e.Close()
+			tb.Fatal("etcd did not become ready in 60s")
+		}
+		var once sync.Once
+		l.stop = func() { once.Do(e.Close) }
+	default:
+		s, err := server.New(server.Config{
+			Engine: engine.Options{Name: testName, DataDir: dir, InitialCluster: testName + "=" + testPeerURL,
+				InitialAdvertisePeerURLs: []string{testPeerURL}},
+			ListenClientURLs: []string{"https://" + addr},
+			ClientTLS:        server.TLSInfo{CertFile: srv.cert, KeyFile: srv.key, TrustedCAFile: srv.ca, ClientCertAuth: true},
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := s.Serve(); err != nil {
+			s.Stop()
+			tb.Fatal(err)
+		}
+		l.stop = s.Stop
+	}
+	tb.Cleanup(l.stop)
+	return l
+}
+
+// dialTLS dials endpoint over TLS, presenting cert (verified against its CA).
+func dialTLS(tb testing.TB, endpoint string, cert tlsFiles) *grpc.ClientConn {
+	tb.Helper()
+	pair, err := tls.LoadX509KeyPair(cert.cert, cert.key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(cert.ca)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: "127.0.0.1"})))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -222,7 +222,7 @@ func TestClientTLSDifferential(t *testing.T) {
 
 // startClientTLS starts impl with client URL https://127.0.0.1:<port> and
 // the client TLS flags; it returns host:port.
-func startClientTLS(t *testing.T, impl string, srv tlsFiles, crl string) string {
+func startClientTLS(t testing.TB, impl string, srv tlsFiles, crl string) string {
 	t.Helper()
 	addr, peer := freeAddr(t), "http://"+freeAddr(t)
 	dir := filepath.Join(t.TempDir(), impl)
