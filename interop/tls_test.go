@@ -75,6 +75,12 @@ func (p *testPKI) write(path, typ string, der []byte) {
 // the files and the serial.
 func (p *testPKI) issue(cn string) (tlsFiles, *big.Int) {
 	p.t.Helper()
+	return p.issueWith(cn, nil)
+}
+
+// issueWith is issue with the template changed by mod first.
+func (p *testPKI) issueWith(cn string, mod func(*x509.Certificate)) (tlsFiles, *big.Int) {
+	p.t.Helper()
 	p.serial++
 	serial := big.NewInt(p.serial)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -86,6 +92,9 @@ func (p *testPKI) issue(cn string) (tlsFiles, *big.Int) {
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}}
+	if mod != nil {
+		mod(tmpl)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
 	if err != nil {
 		p.t.Fatal(err)
@@ -157,7 +166,8 @@ type clientTLSCase struct {
 // client TLS flags (https, --cert-file, --key-file, --trusted-ca-file,
 // --client-cert-auth, --client-crl-file) answer etcd's client/v3 alike: a
 // good certificate is served, and no certificate, one of an untrusted CA,
-// a revoked one and a plaintext client fail with the same class of error;
+// a revoked one, one without the clientAuth usage, an expired one and a
+// plaintext client fail with the same class of error;
 // /health over https likewise with and without a certificate.
 func TestClientTLSDifferential(t *testing.T) {
 	pki, other := newTestPKI(t, "ca"), newTestPKI(t, "other-ca")
@@ -165,6 +175,9 @@ func TestClientTLSDifferential(t *testing.T) {
 	alice, _ := pki.issue("alice")
 	bob, bobSerial := pki.issue("bob")
 	mallory, _ := other.issue("mallory")
+	// Bad certificates of the right CA: one only for servers, one expired.
+	serverOnly, _ := pki.issueWith("carol", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })
+	expired, _ := pki.issueWith("dave", func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) })
 	crl := pki.crl(bobSerial)
 	clientCfg := func(f *tlsFiles, ca string) *tls.Config {
 		pool := x509.NewCertPool()
@@ -187,6 +200,8 @@ func TestClientTLSDifferential(t *testing.T) {
 		{"no-cert", "https", clientCfg(nil, pki.caFile), false},
 		{"untrusted-ca", "https", clientCfg(&mallory, pki.caFile), false},
 		{"revoked", "https", clientCfg(&bob, pki.caFile), false},
+		{"server-auth-only", "https", clientCfg(&serverOnly, pki.caFile), false},
+		{"expired", "https", clientCfg(&expired, pki.caFile), false},
 		{"plaintext", "http", nil, false},
 	}
 	results := map[string]map[string]string{}
