@@ -240,6 +240,12 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 	go func() {
 		for {
 			req, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				// The client closed its side: as etcd, the stream goes on
+				// sending until the client cancels it (the gateway and
+				// curl close theirs after the create request).
+				return
+			}
 			if err != nil {
 				recvErr <- err
 				return
@@ -260,9 +266,6 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 	}()
 	select {
 	case err := <-recvErr:
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
 		return err
 	case err := <-sendErr:
 		return err
