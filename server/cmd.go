@@ -53,6 +53,7 @@ type flags struct {
 	clientKeyFile, trustedCAFile, clientCRLFile   string
 	clientCertAllowedHostname                     []string
 	clientCertAuth, autoTLS                       bool
+	enableGRPCGateway                             bool
 	peerCertFile, peerKeyFile, peerClientCertFile string
 	peerClientKeyFile, peerTrustedCAFile, peerCRL string
 	peerCertAllowedCN, peerCertAllowedHostname    []string
@@ -149,6 +150,7 @@ With no flags it starts one member named "default" with its data in
 	fs.StringVar(&f.clientCertFile, "client-cert-file", "", "Path to an explicit peer client TLS cert file otherwise cert file will be used when client auth is required.")
 	fs.StringVar(&f.clientKeyFile, "client-key-file", "", "Path to an explicit peer client TLS key file otherwise key file will be used when client auth is required.")
 	fs.BoolVar(&f.clientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
+	fs.BoolVar(&f.enableGRPCGateway, "enable-grpc-gateway", true, "Enable GRPC gateway.")
 	fs.StringVar(&f.clientCRLFile, "client-crl-file", "", "Path to the client certificate revocation list file.")
 	fs.StringSliceVar(&f.clientCertAllowedHostname, "client-cert-allowed-hostname", nil, "Comma-separated list of allowed SAN hostnames for client cert authentication.")
 	fs.StringVar(&f.trustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
@@ -292,9 +294,10 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 
 		WatchProgressNotifyInterval: f.watchProgressNotifyInterval,
 
-		AuthToken:    authToken,
-		AuthTokenTTL: time.Duration(f.authTokenTTL) * time.Second,
-		BcryptCost:   int(f.bcryptCost),
+		DisableGRPCGateway: !f.enableGRPCGateway,
+		AuthToken:          authToken,
+		AuthTokenTTL:       time.Duration(f.authTokenTTL) * time.Second,
+		BcryptCost:         int(f.bcryptCost),
 	}, nil
 }
 

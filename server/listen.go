@@ -299,6 +299,12 @@ func (s *Server) Serve() error {
 	}
 	mux := http.NewServeMux()
 	s.registerHTTP(mux)
+	if !s.cfg.DisableGRPCGateway {
+		if err := s.registerGateway(mux); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("server: gRPC gateway: %w", err)
+		}
+	}
 	// etcd's client HTTP server: 5 minutes to send a request's header, no
 	// idle timeout on keep-alive connections.
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Minute}
@@ -334,6 +340,7 @@ func (s *Server) Serve() error {
 		}
 		// etcd's words: tools and etcd's own test framework wait for them.
 		s.log.Info("ready to serve client requests")
+		s.serveGateway()
 		for _, ca := range addrs {
 			s.serveClientAddr(ca, split, grpcTLSCfg)
 		}

@@ -124,6 +124,10 @@ type Config struct {
 	AuthTokenTTL time.Duration
 	BcryptCost   int
 
+	// DisableGRPCGateway is --enable-grpc-gateway=false: no JSON API
+	// under /v3/ on the client HTTP listeners.
+	DisableGRPCGateway bool
+
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 	// serviceRegister adds gRPC services to the client server (tests).
@@ -217,6 +221,7 @@ type Server struct {
 	// backend's own timer is pushed out of the way.
 	commitInterval time.Duration
 
+	gateway   *gatewayConn // the gRPC gateway's in-process connection
 	listeners []net.Listener
 	grpc      *grpc.Server
 	httpSrv   *http.Server
@@ -452,6 +457,7 @@ func (s *Server) Stop() {
 				_ = srv.Close()
 			}
 		}
+		s.closeGateway()
 		if s.grpc != nil {
 			s.grpc.Stop()
 		}
