@@ -492,6 +492,14 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 	if err := m.s.checkAdmin(srv.Context()); err != nil {
 		return toGRPCError(err)
 	}
+	// As etcd: the responses carry no header, and Version is the db's
+	// storage version (meta/storageVersion), not the server's.
+	storageVersion := ""
+	v := m.s.eng.Store().Backend().View()
+	if sv, ok := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion)); ok {
+		storageVersion = string(sv)
+	}
+	v.Release()
 	ds, err := m.s.eng.DBSnapshot()
 	if err != nil {
 		return toGRPCError(err)
@@ -509,8 +517,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 		if n > 0 {
 			sent += int64(n)
 			h.Write(buf[:n])
-			resp := &pb.SnapshotResponse{Header: &pb.ResponseHeader{}, RemainingBytes: uint64(total - sent), Blob: append([]byte(nil), buf[:n]...), Version: Version}
-			m.s.fill(resp.Header)
+			resp := &pb.SnapshotResponse{RemainingBytes: uint64(total - sent), Blob: append([]byte(nil), buf[:n]...), Version: storageVersion}
 			if serr := srv.Send(resp); serr != nil {
 				return toGRPCError(serr)
 			}
@@ -522,9 +529,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 			return toGRPCError(err)
 		}
 	}
-	resp := &pb.SnapshotResponse{Header: &pb.ResponseHeader{}, Blob: h.Sum(nil), Version: Version}
-	m.s.fill(resp.Header)
-	return toGRPCError(srv.Send(resp))
+	return toGRPCError(srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: storageVersion}))
 }
 
 type leaseServer struct {
