@@ -22,6 +22,21 @@ import (
 // every request passes the permission check after walking the role's
 // intervals. The range ops read key "00000042".
 func BenchmarkLoadAuth(b *testing.B) {
+	runAuthLoad(b, func(impl, dir string, clients int) (*launched, []*grpc.ClientConn, []context.Context) {
+		m := launch(b, impl, dir)
+		conns := make([]*grpc.ClientConn, clients)
+		for i := range conns {
+			conns[i] = dialTB(b, m.endpoint)
+		}
+		return m, conns, enableBenchAuth(b, conns)
+	})
+}
+
+// runAuthLoad runs the auth load cases, every op and client count on both
+// implementations (alternating first as -load.first says), each on a
+// member start made ready with auth on and its clients' contexts (nil:
+// no token).
+func runAuthLoad(b *testing.B, start func(impl, dir string, clients int) (*launched, []*grpc.ClientConn, []context.Context)) {
 	impls := []string{"etckit", "etcd"}
 	if *loadFirst == "etcd" {
 		impls = []string{"etcd", "etckit"}
@@ -38,13 +53,12 @@ func BenchmarkLoadAuth(b *testing.B) {
 			for _, impl := range impls {
 				runtime.GC()
 				dir := filepath.Join(b.TempDir(), impl)
-				m := launch(b, impl, dir)
-				conns := make([]*grpc.ClientConn, clients)
-				for i := range conns {
-					conns[i] = dialTB(b, m.endpoint)
+				m, conns, ctxs := start(impl, dir, clients)
+				ctx := context.Background()
+				if ctxs != nil {
+					ctx = ctxs[0]
 				}
-				ctxs := enableBenchAuth(b, conns)
-				if _, err := pb.NewKVClient(conns[0]).Put(ctxs[0], &pb.PutRequest{Key: rangeKey, Value: value}); err != nil {
+				if _, err := pb.NewKVClient(conns[0]).Put(ctx, &pb.PutRequest{Key: rangeKey, Value: value}); err != nil {
 					b.Fatal(err)
 				}
 				b.Run(fmt.Sprintf("op=%s/clients=%d/impl=%s", op, clients, impl), func(b *testing.B) {
@@ -103,43 +117,16 @@ func setupBenchAuth(b *testing.B, conn *grpc.ClientConn) {
 // with --client-cert-auth, every client presents a certificate with CN
 // "bench" (the same user and 10 permissions) and sends no token.
 func BenchmarkLoadAuthCN(b *testing.B) {
-	impls := []string{"etckit", "etcd"}
-	if *loadFirst == "etcd" {
-		impls = []string{"etcd", "etckit"}
-	}
-	const seed = 42
-	b.Logf("seed %d", seed)
-	value := make([]byte, 256)
-	for i := range value {
-		value[i] = 'a' + byte(i%26)
-	}
 	pki := newTestPKI(b, "bench-ca")
 	srv, _ := pki.issue("server")
 	benchCert, _ := pki.issue("bench")
-	rangeKey := []byte("00000042")
-	for _, op := range []string{"put", "range-linearizable", "range-serializable"} {
-		for _, clients := range []int{16, 100} {
-			for _, impl := range impls {
-				runtime.GC()
-				dir := filepath.Join(b.TempDir(), impl)
-				m := launchTLS(b, impl, dir, srv)
-				conns := make([]*grpc.ClientConn, clients)
-				for i := range conns {
-					conns[i] = dialTLS(b, m.endpoint, benchCert)
-				}
-				setupBenchAuth(b, conns[0])
-				if _, err := pb.NewKVClient(conns[0]).Put(context.Background(), &pb.PutRequest{Key: rangeKey, Value: value}); err != nil {
-					b.Fatal(err)
-				}
-				b.Run(fmt.Sprintf("op=%s/clients=%d/impl=%s", op, clients, impl), func(b *testing.B) {
-					runLoadAs(b, op, conns, nil, rangeKey, value, seed)
-				})
-				for _, c := range conns {
-					c.Close()
-				}
-				m.stop()
-				os.RemoveAll(dir)
-			}
+	runAuthLoad(b, func(impl, dir string, clients int) (*launched, []*grpc.ClientConn, []context.Context) {
+		m := launchTLS(b, impl, dir, srv)
+		conns := make([]*grpc.ClientConn, clients)
+		for i := range conns {
+			conns[i] = dialTLS(b, m.endpoint, benchCert)
 		}
-	}
+		setupBenchAuth(b, conns[0])
+		return m, conns, nil
+	})
 }
