@@ -48,6 +48,11 @@ func withRoot(ctx context.Context) context.Context { return context.WithValue(ct
 func (s *Server) authInfo(ctx context.Context) (*auth.AuthInfo, error) {
 	a := s.eng.Auth()
 	if ctx.Value(rootCtxKey{}) != nil {
+		// As WithRoot: only while auth is enabled (the entry then carries
+		// no identity at all, byte for byte as etcd's).
+		if !a.Enabled() {
+			return nil, nil
+		}
 		return &auth.AuthInfo{Username: auth.RootUser, Revision: a.Revision()}, nil
 	}
 	// ValueFromIncomingContext reads one key without copying the whole
