@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,38 +119,11 @@ func startAuthMember(t *testing.T, impl, dir string) *authMember {
 
 func startAuthEtcd(t *testing.T, dir string) *authMember {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = testName
-	cfg.Dir = dir
-	cfg.LogLevel = "fatal"
-	cfg.UnsafeNoFsync = true
-	cfg.AuthToken = "simple"
-	cfg.BcryptCost = 4
-	// The client URL is chosen here so that etcd advertises what it serves
-	// (member list), as etckit does.
-	lc, _ := url.Parse("http://" + freeAddr(t))
-	lp, _ := url.Parse("http://127.0.0.1:0")
-	ap, _ := url.Parse(testPeerURL)
-	cfg.ListenClientUrls = []url.URL{*lc}
-	cfg.AdvertiseClientUrls = []url.URL{*lc}
-	cfg.ListenPeerUrls = []url.URL{*lp}
-	cfg.AdvertisePeerUrls = []url.URL{*ap}
-	cfg.InitialCluster = testName + "=" + testPeerURL
-	cfg.ListenMetricsUrls = nil
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(60 * time.Second):
-		e.Close()
-		t.Fatal("etcd did not become ready in 60s")
-	}
-	var once sync.Once
-	m := &authMember{impl: "etcd", endpoint: e.Clients[0].Addr().String(), dir: dir, stop: func() { once.Do(e.Close) }}
-	t.Cleanup(m.stop)
-	return m
+	e, stop := startEmbed(t, dir, func(cfg *embed.Config) {
+		cfg.AuthToken = "simple"
+		cfg.BcryptCost = 4
+	})
+	return &authMember{impl: "etcd", endpoint: e.Clients[0].Addr().String(), dir: dir, stop: stop}
 }
 
 func startAuthEtckit(t *testing.T, dir string) *authMember {

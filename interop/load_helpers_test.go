@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,34 +57,8 @@ func launchEtckit(tb testing.TB, dir string) *launched {
 // 100 ms heartbeat, default snapshot count), bound to 127.0.0.1 random ports.
 func launchEtcd(tb testing.TB, dir string) *launched {
 	tb.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = testName
-	cfg.Dir = dir
-	cfg.LogLevel = "fatal"
-	// The client port is chosen here so that etcd advertises the URL it
-	// serves on (member list), as etckit does.
-	lc, _ := url.Parse("http://" + freeAddr(tb))
-	lp, _ := url.Parse("http://127.0.0.1:0")
-	ap, _ := url.Parse(testPeerURL)
-	cfg.ListenClientUrls = []url.URL{*lc}
-	cfg.AdvertiseClientUrls = []url.URL{*lc}
-	cfg.ListenPeerUrls = []url.URL{*lp}
-	cfg.AdvertisePeerUrls = []url.URL{*ap}
-	cfg.InitialCluster = testName + "=" + testPeerURL
-	cfg.ListenMetricsUrls = nil
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(60 * time.Second):
-		e.Close()
-		tb.Fatal("etcd did not become ready in 60s")
-	}
-	var once sync.Once
-	l := &launched{impl: "etcd", endpoint: e.Clients[0].Addr().String(), stop: func() { once.Do(e.Close) }, dir: dir}
-	tb.Cleanup(l.stop)
+	e, stop := startEmbed(tb, dir, func(cfg *embed.Config) { cfg.UnsafeNoFsync = false })
+	l := &launched{impl: "etcd", endpoint: e.Clients[0].Addr().String(), stop: stop, dir: dir}
 	waitServing(tb, l)
 	return l
 }
@@ -145,28 +118,12 @@ func launchTLS(tb testing.TB, impl, dir string, srv tlsFiles) *launched {
 	l := &launched{impl: impl, endpoint: addr, dir: dir}
 	switch impl {
 	case "etcd":
-		cfg := embed.NewConfig()
-		cfg.Name, cfg.Dir, cfg.LogLevel = testName, dir, "fatal"
-		lc, _ := url.Parse("https://" + addr)
-		lp, _ := url.Parse("http://127.0.0.1:0")
-		ap, _ := url.Parse(testPeerURL)
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lc}, []url.URL{*lc}
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*lp}, []url.URL{*ap}
-		cfg.InitialCluster = testName + "=" + testPeerURL
-		cfg.ListenMetricsUrls = nil
-		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: srv.cert, KeyFile: srv.key, TrustedCAFile: srv.ca, ClientCertAuth: true}
-		e, err := embed.StartEtcd(cfg)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		select {
-		case <-e.Server.ReadyNotify():
-		case <-time.After(60 * time.Second):
-			e.Close()
-			tb.Fatal("etcd did not become ready in 60s")
-		}
-		var once sync.Once
-		l.stop = func() { once.Do(e.Close) }
+		_, l.stop = startEmbed(tb, dir, func(cfg *embed.Config) {
+			cfg.UnsafeNoFsync = false
+			lc, _ := url.Parse("https://" + addr)
+			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lc}, []url.URL{*lc}
+			cfg.ClientTLSInfo = transport.TLSInfo{CertFile: srv.cert, KeyFile: srv.key, TrustedCAFile: srv.ca, ClientCertAuth: true}
+		})
 	default:
 		s, err := server.New(server.Config{
 			Engine: engine.Options{Name: testName, DataDir: dir, InitialCluster: testName + "=" + testPeerURL,

@@ -83,15 +83,18 @@ func startEtckit(t *testing.T, dir string, mod func(*server.Config)) (*server.Se
 	return s, m
 }
 
-// startEtcd runs etcd 3.7.3 (embed) on dir, bound to 127.0.0.1 random ports.
-func startEtcd(t *testing.T, dir string, mods ...func(*embed.Config)) (*embed.Etcd, *member) {
-	t.Helper()
+// startEmbed starts etcd 3.7.3 (embed) as one member on dir, bound to
+// 127.0.0.1 random ports (the client URL is chosen here, so that etcd
+// advertises what it serves), no fsync, after mods, and waits until it is
+// ready; stop closes it (once), as does the end of the test.
+func startEmbed(tb testing.TB, dir string, mods ...func(*embed.Config)) (e *embed.Etcd, stop func()) {
+	tb.Helper()
 	cfg := embed.NewConfig()
 	cfg.Name = testName
 	cfg.Dir = dir
 	cfg.LogLevel = "fatal"
 	cfg.UnsafeNoFsync = true
-	lc, _ := url.Parse("http://127.0.0.1:0")
+	lc, _ := url.Parse("http://" + freeAddr(tb))
 	lp, _ := url.Parse("http://127.0.0.1:0")
 	ap, _ := url.Parse(testPeerURL)
 	cfg.ListenClientUrls = []url.URL{*lc}
@@ -105,15 +108,25 @@ func startEtcd(t *testing.T, dir string, mods ...func(*embed.Config)) (*embed.Et
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(60 * time.Second):
 		e.Close()
-		t.Fatal("etcd did not become ready in 60s")
+		tb.Fatal("etcd did not become ready in 60s")
 	}
-	m := dial(t, "etcd", e.Clients[0].Addr().String(), e.Close)
+	var once sync.Once
+	stop = func() { once.Do(e.Close) }
+	tb.Cleanup(stop)
+	return e, stop
+}
+
+// startEtcd runs etcd 3.7.3 (embed) on dir, bound to 127.0.0.1 random ports.
+func startEtcd(t *testing.T, dir string, mods ...func(*embed.Config)) (*embed.Etcd, *member) {
+	t.Helper()
+	e, stop := startEmbed(t, dir, mods...)
+	m := dial(t, "etcd", e.Clients[0].Addr().String(), stop)
 	waitReady(t, m)
 	return e, m
 }
