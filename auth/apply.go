@@ -165,6 +165,17 @@ func (s *Store) writeLocked(bump bool, fn func(w *mvcc.WriteTx)) error {
 }
 
 func putUser(w *mvcc.WriteTx, u *authpb.User) { w.Put([]byte(BucketAuthUsers), u.Name, marshal(u)) }
+
+// saveUserLocked stores u (new or changed) with the next auth revision and
+// rebuilds the permissions, in memory as in the db.
+func (s *Store) saveUserLocked(u *authpb.User) error {
+	if err := s.writeLocked(true, func(w *mvcc.WriteTx) { putUser(w, u) }); err != nil {
+		return err
+	}
+	s.users[string(u.Name)] = u
+	s.refreshPermsLocked()
+	return nil
+}
 func putRole(w *mvcc.WriteTx, r *authpb.Role) { w.Put([]byte(BucketAuthRoles), r.Name, marshal(r)) }
 
 func (s *Store) enableLocked(hdr *pb.ResponseHeader) (proto.Message, error, error) {
@@ -251,11 +262,9 @@ func (s *Store) userAddLocked(hdr *pb.ResponseHeader, r *pb.AuthUserAddRequest) 
 		}
 		u.Password = pw
 	}
-	if err := s.writeLocked(true, func(w *mvcc.WriteTx) { putUser(w, u) }); err != nil {
+	if err := s.saveUserLocked(u); err != nil {
 		return nil, nil, err
 	}
-	s.users[r.Name] = u
-	s.refreshPermsLocked()
 	s.log.Info("added a user", "user-name", r.Name)
 	return &pb.AuthUserAddResponse{Header: hdr}, nil, nil
 }
@@ -292,11 +301,9 @@ func (s *Store) userChangePasswordLocked(hdr *pb.ResponseHeader, r *pb.AuthUserC
 		}
 		u.Password = pw
 	}
-	if err := s.writeLocked(true, func(w *mvcc.WriteTx) { putUser(w, u) }); err != nil {
+	if err := s.saveUserLocked(u); err != nil {
 		return nil, nil, err
 	}
-	s.users[r.Name] = u
-	s.refreshPermsLocked()
 	s.tp.InvalidateUser(r.Name)
 	s.log.Info("changed a password of a user", "user-name", r.Name)
 	return &pb.AuthUserChangePasswordResponse{Header: hdr}, nil, nil
@@ -319,11 +326,9 @@ func (s *Store) userGrantRoleLocked(hdr *pb.ResponseHeader, r *pb.AuthUserGrantR
 	u := proto.Clone(old).(*authpb.User)
 	u.Roles = append(u.Roles, r.Role)
 	sort.Strings(u.Roles)
-	if err := s.writeLocked(true, func(w *mvcc.WriteTx) { putUser(w, u) }); err != nil {
+	if err := s.saveUserLocked(u); err != nil {
 		return nil, nil, err
 	}
-	s.users[r.User] = u
-	s.refreshPermsLocked()
 	s.log.Info("granted a role to a user", "user-name", r.User, "added-role-name", r.Role)
 	return resp, nil, nil
 }
@@ -345,11 +350,9 @@ func (s *Store) userRevokeRoleLocked(hdr *pb.ResponseHeader, r *pb.AuthUserRevok
 	if len(u.Roles) == len(old.Roles) {
 		return nil, ErrRoleNotGranted, nil
 	}
-	if err := s.writeLocked(true, func(w *mvcc.WriteTx) { putUser(w, u) }); err != nil {
+	if err := s.saveUserLocked(u); err != nil {
 		return nil, nil, err
 	}
-	s.users[r.Name] = u
-	s.refreshPermsLocked()
 	s.log.Info("revoked a role from a user", "user-name", r.Name, "revoked-role-name", r.Role)
 	return &pb.AuthUserRevokeRoleResponse{Header: hdr}, nil, nil
 }
