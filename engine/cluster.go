@@ -124,9 +124,9 @@ func (e *Engine) ApplySnapshot(s *raftpb.Snapshot) error {
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("engine: apply snapshot at %d: its db: %w", index, err)
 	}
-	if err := e.store.Close(); err != nil {
-		return fmt.Errorf("engine: apply snapshot at %d: close the db: %w", index, err)
-	}
+	// As etcd's OpenSnapshotBackend: the snapshot's db replaces member/snap/db
+	// while the old store is still open on the file it had; the old store
+	// then hands its watch streams to the new one and closes.
 	if err := os.Rename(src, e.dbPath); err != nil {
 		return fmt.Errorf("engine: apply snapshot at %d: %w", index, err)
 	}
@@ -138,6 +138,10 @@ func (e *Engine) ApplySnapshot(s *raftpb.Snapshot) error {
 	st, err := mvcc.Open(e.dbPath, e.opts.MVCC)
 	if err != nil {
 		return fmt.Errorf("engine: apply snapshot at %d: %w", index, err)
+	}
+	if err := e.store.HandOver(st); err != nil {
+		_ = st.Close()
+		return fmt.Errorf("engine: apply snapshot at %d: close the old db: %w", index, err)
 	}
 	e.setStore(st)
 	if e.ci, _, err = st.ConsistentIndex(); err != nil {

@@ -149,8 +149,6 @@ type Engine struct {
 	// storeP mirrors store for other goroutines (Store), since a received
 	// snapshot replaces the store while requests run.
 	storeP atomic.Pointer[mvcc.Store]
-	// swapc is closed when the store is replaced (StoreSwapped).
-	swapc chan struct{}
 	// inflightSnapshots counts snapshots being sent (HoldRaftLog).
 	inflightSnapshots atomic.Int64
 	auth              *auth.Store
@@ -636,24 +634,6 @@ func (e *Engine) openAuth() error {
 func (e *Engine) setStore(st *mvcc.Store) {
 	e.store = st
 	e.storeP.Store(st)
-	e.mu.Lock()
-	if e.swapc != nil {
-		close(e.swapc)
-	}
-	e.swapc = make(chan struct{})
-	e.mu.Unlock()
-}
-
-// StoreSwapped returns the current store and a channel closed when a
-// received snapshot replaces it: a watch stream on the old store has to
-// end, and its client watches again on the new one.
-func (e *Engine) StoreSwapped() (*mvcc.Store, <-chan struct{}) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.swapc == nil {
-		e.swapc = make(chan struct{})
-	}
-	return e.storeP.Load(), e.swapc
 }
 
 // RaftStorage is the raft log: a raft.MemoryStorage loaded from the newest

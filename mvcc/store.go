@@ -61,6 +61,7 @@ type Store struct {
 	lessor     *Lessor
 	hub        *watchHub
 	closed     bool
+	next       *Store // set by HandOver: the store that took the watch streams
 
 	// cq runs physical compactions, one at a time, in schedule order.
 	cq struct {

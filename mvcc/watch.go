@@ -99,6 +99,7 @@ type watchHub struct {
 	ranges   map[*watcher]struct{}
 	unsynced map[*watcher]struct{}
 	victims  map[*watcher]struct{}
+	streams  map[*WatchStream]struct{} // every open stream, for HandOver
 	kick     chan struct{}
 	started  bool
 }
@@ -106,7 +107,7 @@ type watchHub struct {
 func newWatchHub(s *Store) *watchHub {
 	return &watchHub{s: s, singles: make(map[string]map[*watcher]struct{}),
 		ranges: make(map[*watcher]struct{}), unsynced: make(map[*watcher]struct{}),
-		victims: make(map[*watcher]struct{}), kick: make(chan struct{}, 1)}
+		victims: make(map[*watcher]struct{}), streams: make(map[*WatchStream]struct{}), kick: make(chan struct{}, 1)}
 }
 
 func (h *watchHub) active() bool { return h.n.Load() > 0 }
@@ -357,7 +358,7 @@ type watchResp struct {
 // as a gRPC Watch stream does: prev_kv, filters and fragmentation are applied
 // on the way out.
 type WatchStream struct {
-	s        *Store
+	s        *Store // changed only by HandOver, under the old store's lock and mu
 	in       chan watchResp
 	out      chan *pb.WatchResponse
 	maxBytes int
@@ -383,10 +384,56 @@ func (s *Store) NewWatchStreamOptions(o WatchStreamOptions) *WatchStream {
 	if o.ProgressNotifyInterval <= 0 {
 		o.ProgressNotifyInterval = 10 * time.Minute
 	}
+	// A store handed over to another (a received snapshot) passes new
+	// streams on to it.
+	s.mu.Lock()
+	for s.next != nil {
+		n := s.next
+		s.mu.Unlock()
+		s = n
+		s.mu.Lock()
+	}
 	ws := &WatchStream{s: s, in: make(chan watchResp, watchChanBuf), out: make(chan *pb.WatchResponse),
 		maxBytes: o.MaxResponseBytes, watchers: make(map[int64]*watcher), donec: make(chan struct{}), closec: make(chan struct{})}
+	s.hub.mu.Lock()
+	s.hub.streams[ws] = struct{}{}
+	s.hub.mu.Unlock()
+	s.mu.Unlock()
 	go ws.sendLoop(o.ProgressNotifyInterval)
 	return ws
+}
+
+// store is the store the stream is on now.
+func (ws *WatchStream) store() *Store {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.s
+}
+
+// lockStore locks the stream's store for writing and returns it. HandOver
+// moves a stream while it holds the old store's lock, so the store read
+// again once locked is the one to use. Lock order: store, then stream.
+func (ws *WatchStream) lockStore() *Store {
+	for {
+		s := ws.store()
+		s.mu.Lock()
+		if ws.store() == s {
+			return s
+		}
+		s.mu.Unlock()
+	}
+}
+
+// rlockStore is lockStore for reading.
+func (ws *WatchStream) rlockStore() *Store {
+	for {
+		s := ws.store()
+		s.mu.RLock()
+		if ws.store() == s {
+			return s
+		}
+		s.mu.RUnlock()
+	}
 }
 
 // Chan returns the responses. It is closed after Close.
@@ -444,9 +491,9 @@ func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
 	ws.watchers[w.id] = w
 	ws.mu.Unlock()
 
-	s, h := ws.s, ws.s.hub
-	s.mu.Lock()
+	s := ws.lockStore()
 	defer s.mu.Unlock()
+	h := s.hub
 	if s.closed {
 		ws.forget(w.id)
 		return 0, ErrClosed
@@ -477,9 +524,9 @@ func (ws *WatchStream) Cancel(id int64) error {
 	if w == nil {
 		return ErrWatcherNotExist
 	}
-	s, h := ws.s, ws.s.hub
-	s.mu.Lock()
+	s := ws.lockStore()
 	defer s.mu.Unlock()
+	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.has(w) {
@@ -498,9 +545,9 @@ func (ws *WatchStream) RequestProgress(id int64) {
 	if w == nil {
 		return
 	}
-	s, h := ws.s, ws.s.hub
-	s.mu.RLock()
+	s := ws.rlockStore()
 	defer s.mu.RUnlock()
+	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if w.synced {
@@ -524,6 +571,11 @@ func (ws *WatchStream) Close() {
 	for _, id := range ids {
 		_ = ws.Cancel(id)
 	}
+	s := ws.lockStore()
+	s.hub.mu.Lock()
+	delete(s.hub.streams, ws)
+	s.hub.mu.Unlock()
+	s.mu.Unlock()
 	close(ws.closec)
 	<-ws.donec
 }
@@ -581,7 +633,7 @@ func (ws *WatchStream) sendLoop(interval time.Duration) {
 				}
 				if w.prevKV && !ev.IsCreate() {
 					ev = proto.CloneOf(ev)
-					if resp, err := ws.s.Range(&pb.RangeRequest{Key: ev.Kv.Key, Revision: ev.Kv.ModRevision - 1}); err == nil && len(resp.Kvs) > 0 {
+					if resp, err := ws.store().Range(&pb.RangeRequest{Key: ev.Kv.Key, Revision: ev.Kv.ModRevision - 1}); err == nil && len(resp.Kvs) > 0 {
 						ev.PrevKv = resp.Kvs[0]
 					}
 				}
@@ -664,9 +716,9 @@ func (ws *WatchStream) RequestProgressAll(startRev map[int64]int64) (via int64, 
 	if len(ws2) == 0 {
 		return -1, false
 	}
-	s, h := ws.s, ws.s.hub
-	s.mu.RLock()
+	s := ws.rlockStore()
 	defer s.mu.RUnlock()
+	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	via = ws2[0].id
@@ -677,4 +729,63 @@ func (ws *WatchStream) RequestProgressAll(startRev map[int64]int64) (via int64, 
 		via = min(via, w.id)
 	}
 	return via, ws.send(watchResp{id: via, rev: s.currentRev, progress: true})
+}
+
+// HandOver moves the store's watch streams, with their watchers, to next
+// (a store opened on the db of a snapshot received from the leader) and
+// closes s, as etcd's watchableStore.Restore keeps its watchers across a
+// snapshot: a synced watcher becomes unsynced and catches up on next from
+// the revision it waits for (or hears that it was compacted there); an
+// unsynced one goes on catching up on next; undelivered events stay
+// queued. Streams opened on s afterwards open on next.
+func (s *Store) HandOver(next *Store) error {
+	if next == s {
+		return errors.New("mvcc: a store cannot be handed over to itself")
+	}
+	s.mu.Lock()
+	if s.closed || s.next != nil {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	next.mu.Lock()
+	h, nh := s.hub, next.hub
+	h.mu.Lock()
+	nh.mu.Lock()
+	for ws := range h.streams {
+		ws.mu.Lock()
+		ws.s = next
+		ws.mu.Unlock()
+		nh.streams[ws] = struct{}{}
+	}
+	unsync := func(w *watcher) {
+		w.synced = false
+		nh.unsynced[w] = struct{}{}
+	}
+	for _, m := range h.singles {
+		for w := range m {
+			unsync(w)
+		}
+	}
+	for w := range h.ranges {
+		unsync(w)
+	}
+	for w := range h.unsynced {
+		nh.unsynced[w] = struct{}{}
+	}
+	for w := range h.victims {
+		nh.victims[w] = struct{}{}
+	}
+	if n := h.n.Swap(0); n > 0 {
+		nh.n.Add(n)
+		nh.startSync()
+	}
+	h.singles, h.ranges = map[string]map[*watcher]struct{}{}, map[*watcher]struct{}{}
+	h.unsynced, h.victims = map[*watcher]struct{}{}, map[*watcher]struct{}{}
+	h.streams = map[*WatchStream]struct{}{}
+	s.next = next
+	nh.mu.Unlock()
+	h.mu.Unlock()
+	next.mu.Unlock()
+	s.mu.Unlock()
+	return s.Close()
 }

@@ -33,7 +33,8 @@
 // the raft loop drains between Readys. A MsgSnap raft makes is replaced by
 // a snapshot of the db as it is on the apply goroutine (etcd's merged
 // snapshot); a received one is checked, then swapped in by the apply
-// goroutine. Followers forward lease renewals and TimeToLive to the
+// goroutine, and the open watch streams move to the new db, every watcher
+// catching up from the revision it waits for. Followers forward lease renewals and TimeToLive to the
 // leader's /leases; only the leader's lessor expires leases. The Cluster
 // API proposes conf changes and answers when they are applied, with etcd's
 // strict reconfiguration checks (membership.go); a member joins a running

@@ -10,8 +10,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // invalidWatchID is clientv3.InvalidWatchID; autoWatchID is
@@ -47,8 +45,9 @@ type watchIDs struct {
 // been sent.
 func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
 	s := w.s
-	st, swapped := s.eng.StoreSwapped()
-	ws := st.NewWatchStreamOptions(mvcc.WatchStreamOptions{
+	// The stream stays open across a snapshot received from the leader: the
+	// engine's store hands its watch streams to the next (mvcc HandOver).
+	ws := s.eng.Store().NewWatchStreamOptions(mvcc.WatchStreamOptions{
 		MaxResponseBytes:       s.cfg.MaxRequestBytes + grpcOverheadBytes, // etcd: MaxRequestBytesWithOverhead
 		ProgressNotifyInterval: s.cfg.WatchProgressNotifyInterval,
 	})
@@ -273,10 +272,5 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 		return context.Cause(stream.Context()) // "no leader" for a stream that requires one
 	case <-s.stopc:
 		return rpctypes.ErrGRPCStopped
-	case <-swapped:
-		// etcd restores its watchers on the new store; here the stream
-		// ends with a code client/v3 retries on, and the client watches
-		// again from its last revision.
-		return status.Error(codes.Unavailable, "etcdserver: the member applied a snapshot from the leader; watch again")
 	}
 }
