@@ -191,8 +191,12 @@ func (e *Engine) applyRequest(r *pb.InternalRaftRequest) (resp proto.Message, re
 		}
 		return &pb.LeaseRevokeResponse{Header: &pb.ResponseHeader{Revision: s.Rev()}}, nil, nil
 	case r.GetLeaseCheckpoint() != nil:
+		// etcd's shouldPersistCheckpoints: the remaining TTL goes into the
+		// lease bucket with LeaseCheckpointPersist or once the cluster
+		// version is 3.6 or later; before, it lives in memory only.
+		persist := e.opts.LeaseCheckpointPersist || semverAtLeast36(e.ClusterVersion())
 		for _, c := range r.GetLeaseCheckpoint().GetCheckpoints() {
-			if err := s.Lessor().Checkpoint(c.GetID(), c.GetRemaining_TTL()); err != nil && isStorageErr(err) {
+			if err := s.Lessor().Checkpoint(c.GetID(), c.GetRemaining_TTL(), persist); err != nil && isStorageErr(err) {
 				return nil, nil, err
 			}
 		}

@@ -84,6 +84,10 @@ type Options struct {
 	Join *Join
 	// MVCC configures the key-value store.
 	MVCC mvcc.Options
+	// LeaseCheckpointPersist is etcd's feature gate LeaseCheckpointPersist:
+	// applied lease checkpoints are stored in the lease bucket even while
+	// the cluster version is below 3.6 (from 3.6 on they always are).
+	LeaseCheckpointPersist bool
 	// Auth configures the auth store (tokens, bcrypt cost).
 	Auth   auth.Options
 	Logger *slog.Logger

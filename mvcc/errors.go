@@ -47,4 +47,7 @@ var (
 	ErrLeaseNotFound    = requestErr("lease not found")
 	ErrLeaseExists      = requestErr("lease already exists")
 	ErrLeaseTTLTooLarge = requestErr("too large lease TTL")
+	// ErrNotPrimary is a lease call on a member that is not (or no longer)
+	// the leader.
+	ErrNotPrimary = requestErr("not a primary lessor")
 )

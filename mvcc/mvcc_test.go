@@ -377,7 +377,7 @@ func TestLeasePersistence(t *testing.T) {
 	if _, err := s.Put(&pb.PutRequest{Key: []byte("y"), Lease: 8}); err != nil {
 		t.Fatal(err)
 	}
-	if err := le.Checkpoint(7, 42); err != nil {
+	if err := le.Checkpoint(7, 42, true); err != nil {
 		t.Fatal(err)
 	}
 	le.Promote(0)
