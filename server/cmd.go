@@ -34,7 +34,8 @@ type flags struct {
 	preVote, initialElectionTickAdvance             bool
 	strictReconfigCheck                             bool
 	maxLearners                                     int
-	featureGates                                    string
+	featureGates                                    featureGates
+	expLeaseCheckpoint, expLeaseCheckpointPersist   bool
 	version                                         bool
 	quotaBackendBytes                               int64
 	maxRequestBytes                                 uint
@@ -132,7 +133,9 @@ With no flags it starts one member named "default" with its data in
 	fs.BoolVar(&f.initialElectionTickAdvance, "initial-election-tick-advance", true, "Whether to fast-forward initial election ticks on boot for faster election.")
 	fs.BoolVar(&f.strictReconfigCheck, "strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
 	fs.IntVar(&f.maxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
-	fs.StringVar(&f.featureGates, "feature-gates", "", "A set of key=value pairs that describe server level feature gates for alpha/experimental features.")
+	fs.Var(&f.featureGates, "feature-gates", f.featureGates.usage())
+	fs.BoolVar(&f.expLeaseCheckpoint, "experimental-enable-lease-checkpoint", false, "Enable leader to send regular checkpoints to other members to prevent reset of remaining TTL on leader change. Deprecated in v3.6 and will be decommissioned in v3.7. Use '--feature-gates=LeaseCheckpoint=true' instead.")
+	fs.BoolVar(&f.expLeaseCheckpointPersist, "experimental-enable-lease-checkpoint-persist", false, "Enable persisting remainingTTL to prevent indefinite auto-renewal of long lived leases. Always enabled in v3.6. Should be used to ensure smooth upgrade from v3.5 clusters with this feature enabled. Requires experimental-enable-lease-checkpoint to be enabled. Deprecated in v3.6 and will be decommissioned in v3.7. Use '--feature-gates=LeaseCheckpointPersist=true' instead.")
 	fs.BoolVar(&f.version, "version", false, "Print the version and exit.")
 	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
@@ -242,6 +245,19 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		}
 		f.peerSkipSAN = f.experimentalPeerSkipSAN
 	}
+	err := f.featureGates.setFromExperimentalFlags(func(name string) *bool {
+		if !cmd.Flags().Changed(name) {
+			return nil
+		}
+		v, _ := cmd.Flags().GetBool(name)
+		return &v
+	})
+	if err != nil {
+		return Config{}, err
+	}
+	if f.featureGates.Enabled(featureLeaseCheckpointPersist) && !f.featureGates.Enabled(featureLeaseCheckpoint) {
+		return Config{}, errCheckpointPersistAlone
+	}
 	clientTLS, peerTLS, err := f.tlsInfos()
 	if err != nil {
 		return Config{}, err
@@ -298,6 +314,9 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		AuthToken:          authToken,
 		AuthTokenTTL:       time.Duration(f.authTokenTTL) * time.Second,
 		BcryptCost:         int(f.bcryptCost),
+
+		LeaseCheckpoint:        f.featureGates.Enabled(featureLeaseCheckpoint),
+		LeaseCheckpointPersist: f.featureGates.Enabled(featureLeaseCheckpointPersist),
 	}, nil
 }
 

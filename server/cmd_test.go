@@ -139,3 +139,74 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestCommandFeatureGates: --feature-gates parsed as etcd's featuregate
+// (errors word for word), 3.6's experimental lease checkpoint flags, and
+// the check that LeaseCheckpointPersist needs LeaseCheckpoint.
+func TestCommandFeatureGates(t *testing.T) {
+	parse := func(args ...string) (Config, error) {
+		c, f := newCommand()
+		if err := c.ParseFlags(args); err != nil {
+			return Config{}, err
+		}
+		return f.config(c)
+	}
+	for _, tc := range []struct {
+		args                []string
+		checkpoint, persist bool
+		err                 string
+	}{
+		{args: nil},
+		{args: []string{"--feature-gates=LeaseCheckpoint=true"}, checkpoint: true},
+		{args: []string{"--feature-gates=LeaseCheckpoint=true,LeaseCheckpointPersist=true"}, checkpoint: true, persist: true},
+		{args: []string{"--feature-gates=LeaseCheckpoint=true", "--feature-gates= LeaseCheckpointPersist = 1 ,"}, checkpoint: true, persist: true},
+		{args: []string{"--feature-gates=AllAlpha=true"}, checkpoint: true, persist: true},
+		{args: []string{"--feature-gates=AllAlpha=true,LeaseCheckpointPersist=false"}, checkpoint: true},
+		{args: []string{"--feature-gates=FastLeaseKeepAlive=false,StopGRPCServiceOnDefrag=true"}},
+		{args: []string{"--experimental-enable-lease-checkpoint"}, checkpoint: true},
+		{args: []string{"--experimental-enable-lease-checkpoint", "--experimental-enable-lease-checkpoint-persist"}, checkpoint: true, persist: true},
+		{args: []string{"--experimental-enable-lease-checkpoint=false", "--feature-gates=CompactHashCheck=true"}},
+		{args: []string{"--feature-gates=Nope=true"}, err: "unrecognized feature gate: Nope"},
+		{args: []string{"--feature-gates=LeaseCheckpoint"}, err: "missing bool value for LeaseCheckpoint"},
+		{args: []string{"--feature-gates=LeaseCheckpoint=yes"}, err: `invalid value of LeaseCheckpoint=yes, err: strconv.ParseBool: parsing "yes": invalid syntax`},
+		{args: []string{"--feature-gates=LeaseCheckpointPersist=true"}, err: "enabling feature gate LeaseCheckpointPersist requires enabling feature gate LeaseCheckpoint"},
+		{args: []string{"--experimental-enable-lease-checkpoint-persist"}, err: "enabling feature gate LeaseCheckpointPersist requires enabling feature gate LeaseCheckpoint"},
+		{args: []string{"--experimental-enable-lease-checkpoint", "--feature-gates=LeaseCheckpoint=false"},
+			err: "cannot specify both flags: --experimental-enable-lease-checkpoint=true and --feature-gates=LeaseCheckpoint=false at the same time, please just use --feature-gates=LeaseCheckpoint=false"},
+		// etcd tests the gate's name as a substring of --feature-gates.
+		{args: []string{"--experimental-enable-lease-checkpoint", "--feature-gates=LeaseCheckpointPersist=true"},
+			err: "cannot specify both flags: --experimental-enable-lease-checkpoint=true and --feature-gates=LeaseCheckpoint=false at the same time, please just use --feature-gates=LeaseCheckpoint=false"},
+	} {
+		cfg, err := parse(tc.args...)
+		if tc.err != "" {
+			if err == nil || !strings.HasSuffix(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+			continue
+		}
+		if cfg.LeaseCheckpoint != tc.checkpoint || cfg.LeaseCheckpointPersist != tc.persist {
+			t.Errorf("%q: checkpoint %v persist %v, want %v %v", tc.args, cfg.LeaseCheckpoint, cfg.LeaseCheckpointPersist, tc.checkpoint, tc.persist)
+		}
+	}
+	c, _ := newCommand()
+	if err := c.ParseFlags([]string{"--feature-gates=LeaseCheckpoint=true,AllBeta=false"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Flags().Lookup("feature-gates").Value.String(), "AllBeta=false,FastLeaseKeepAlive=false,LeaseCheckpoint=true,TxnModeWriteWithSharedBuffer=false"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	if err := setFlagsFromEnv(c.Flags(), func(k string) (string, bool) { return "Bad=true", k == "ETCD_FEATURE_GATES" }); err != nil {
+		t.Errorf("an explicit --feature-gates must win over ETCD_FEATURE_GATES: %v", err)
+	}
+	c, f := newCommand()
+	if err := setFlagsFromEnv(c.Flags(), func(k string) (string, bool) { return "LeaseCheckpoint=true", k == "ETCD_FEATURE_GATES" }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := f.config(c); err != nil || !cfg.LeaseCheckpoint {
+		t.Errorf("ETCD_FEATURE_GATES: %v %v", cfg.LeaseCheckpoint, err)
+	}
+}

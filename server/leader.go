@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/mvcc"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 )
@@ -80,4 +81,56 @@ func (s *Server) leaderLoop() {
 		}
 		cancel()
 	}
+}
+
+// checkpointLoop is the checkpoint half of etcd's lessor runLoop: every
+// 500ms the leader's lessor hands the checkpoints that are due to
+// checkpointLeases (Config.LeaseCheckpoint only).
+func (s *Server) checkpointLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.stopc:
+			return
+		}
+		if s.Leader() == s.ID() {
+			s.eng.Store().Lessor().CheckpointScheduled()
+		}
+	}
+}
+
+// checkpointLeases is etcd's checkpointer: a member that is still the
+// leader (ensureLeadership) proposes one LeaseCheckpointRequest and waits
+// for it to be applied, within the request timeout. As in etcd, the
+// proposal carries no identity and its failure is not reported: the
+// lessor learns only that this member is not the leader.
+func (s *Server) checkpointLeases(_ context.Context, cps []mvcc.LeaseCheckpoint) error {
+	if !s.ensureLeadership() {
+		s.log.Warn("Ignore the checkpoint request because current member isn't a leader", "local-member-id", fmt.Sprintf("%x", s.ID()))
+		return mvcc.ErrNotPrimary
+	}
+	req := &pb.LeaseCheckpointRequest{Checkpoints: make([]*pb.LeaseCheckpoint, len(cps))}
+	for i, c := range cps {
+		req.Checkpoints[i] = &pb.LeaseCheckpoint{ID: c.ID, Remaining_TTL: c.RemainingTTL}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.requestTimeout())
+	defer cancel()
+	if _, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: req}); err != nil {
+		s.log.Debug("lease checkpoint not applied", "checkpoints", len(cps), "error", err)
+	}
+	return nil
+}
+
+// ensureLeadership is etcd's: a ReadIndex round confirms that this member
+// still leads (a quorum answered its heartbeat) and the leader is itself.
+func (s *Server) ensureLeadership() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), s.requestTimeout())
+	defer cancel()
+	if err := s.linearizableReadNotify(ctx); err != nil {
+		return false
+	}
+	return s.Leader() == s.ID()
 }

@@ -441,7 +441,12 @@ func (s *Server) forwardLease(ctx context.Context, path string, body []byte) ([]
 // over /leases (etcd's LeaseRenew).
 func (s *Server) renewLease(ctx context.Context, id int64) (int64, error) {
 	if s.Leader() == s.ID() {
-		return s.eng.Store().Lessor().Renew(id)
+		ttl, err := s.eng.Store().Lessor().Renew(id)
+		// As etcd's LeaseRenew: a leader that lost its leadership while
+		// clearing a checkpoint forwards the renewal to the new one.
+		if !errors.Is(err, mvcc.ErrNotPrimary) {
+			return ttl, err
+		}
 	}
 	body, _ := proto.Marshal(&pb.LeaseKeepAliveRequest{ID: id})
 	b, err := s.forwardLease(ctx, "/leases", body)
