@@ -15,6 +15,7 @@ import (
 	"github.com/etckit/etckit/server"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/pkg/v3/featuregate"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -44,6 +45,11 @@ type mixedCluster struct {
 	// peerTLS, when set, puts every member on https peer URLs with this
 	// certificate and CA, client certificates required (tls_test.go).
 	peerTLS *tlsFiles
+	// leaseCheckpoint turns on the feature gates LeaseCheckpoint and
+	// LeaseCheckpointPersist on every member; checkpointInterval is the
+	// etckit members' interval (etcd's embed has no setting for it: 5 min).
+	leaseCheckpoint    bool
+	checkpointInterval time.Duration
 }
 
 // peerScheme is the scheme of the members' peer URLs.
@@ -114,6 +120,11 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 			cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = c.snapshotCount, c.catchUp
 		}
 		cfg.ListenMetricsUrls = nil
+		if c.leaseCheckpoint {
+			if err := cfg.ServerFeatureGate.(featuregate.MutableFeatureGate).Set("LeaseCheckpoint=true,LeaseCheckpointPersist=true"); err != nil {
+				return err
+			}
+		}
 		if f := c.peerTLS; f != nil {
 			cfg.PeerTLSInfo = transport.TLSInfo{CertFile: f.cert, KeyFile: f.key, TrustedCAFile: f.ca, ClientCertAuth: true}
 		}
@@ -146,6 +157,10 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 			ListenPeerURLs:      []string{mm.peerURL},
 			TickInterval:        tick,
 			ElectionTicks:       10,
+
+			LeaseCheckpoint:         c.leaseCheckpoint,
+			LeaseCheckpointPersist:  c.leaseCheckpoint,
+			LeaseCheckpointInterval: c.checkpointInterval,
 		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", mm.name, err)
