@@ -134,7 +134,7 @@ func (t *txn) rangeKeys(key, end []byte, ro rangeOpts) (kvs []*mvccpb.KeyValue, 
 
 func rangeLimit(r *pb.RangeRequest) int64 {
 	limit := r.Limit
-	if !isDefaultOrdering(r.SortTarget, r.SortOrder) || hasRevisionFilters(r) {
+	if !IsDefaultOrdering(r.SortTarget, r.SortOrder) || HasRevisionFilters(r) {
 		limit = 0
 	}
 	if limit > 0 && limit < math.MaxInt64 {
@@ -143,11 +143,15 @@ func rangeLimit(r *pb.RangeRequest) int64 {
 	return limit
 }
 
-func isDefaultOrdering(t pb.RangeRequest_SortTarget, o pb.RangeRequest_SortOrder) bool {
+// IsDefaultOrdering reports whether keys come in the store's own order
+// (by key, ascending), so that a range needs no sorting.
+func IsDefaultOrdering(t pb.RangeRequest_SortTarget, o pb.RangeRequest_SortOrder) bool {
 	return o == pb.RangeRequest_NONE || (t == pb.RangeRequest_KEY && o == pb.RangeRequest_ASCEND)
 }
 
-func hasRevisionFilters(r *pb.RangeRequest) bool {
+// HasRevisionFilters reports whether r filters keys by their create or
+// mod revision, which a limit cannot be applied before.
+func HasRevisionFilters(r *pb.RangeRequest) bool {
 	return r.MinModRevision != 0 || r.MaxModRevision != 0 || r.MinCreateRevision != 0 || r.MaxCreateRevision != 0
 }
 
@@ -160,13 +164,15 @@ func mkGteRange(rangeEnd []byte) []byte {
 }
 
 // executeRange is etcd's txn.executeRange.
-func (t *txn) executeRange(r *pb.RangeRequest) (*pb.RangeResponse, error) {
+// Without withTotalCount, the keys past the limit are not visited and
+// Count is not the range's total.
+func (t *txn) executeRange(r *pb.RangeRequest, withTotalCount bool) (*pb.RangeResponse, error) {
 	ro := rangeOpts{
 		limit:          rangeLimit(r),
 		rev:            r.Revision,
 		countOnly:      r.CountOnly,
 		fastKeysOnly:   r.KeysOnly && r.SortTarget != pb.RangeRequest_VALUE,
-		withTotalCount: true,
+		withTotalCount: withTotalCount,
 	}
 	kvs, count, rev, err := t.rangeKeys(r.Key, mkGteRange(r.RangeEnd), ro)
 	if err != nil {
@@ -198,7 +204,7 @@ func (t *txn) executeRange(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if r.SortTarget != pb.RangeRequest_KEY && order == pb.RangeRequest_NONE {
 		order = pb.RangeRequest_ASCEND
 	}
-	if !isDefaultOrdering(r.SortTarget, order) {
+	if !IsDefaultOrdering(r.SortTarget, order) {
 		var less func(a, b *mvccpb.KeyValue) bool
 		switch r.SortTarget {
 		case pb.RangeRequest_KEY:

@@ -242,7 +242,23 @@ func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 		return nil, err
 	}
 	defer t.endRead()
-	return t.executeRange(r)
+	return t.executeRange(r, true)
+}
+
+// RangePage answers r as Range does but stops reading at r.Limit, so Count
+// is not the total of the range; More still tells whether keys follow.
+// It is etcd's txn.Range without withTotalCount, which KV.RangeStream
+// reads its chunks with.
+func (s *Store) RangePage(r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := ValidateRange(r); err != nil {
+		return nil, err
+	}
+	t, err := s.beginRead()
+	if err != nil {
+		return nil, err
+	}
+	defer t.endRead()
+	return t.executeRange(r, false)
 }
 
 // Put stores r.Key.
@@ -608,7 +624,7 @@ func (t *txn) executeTxn(r *pb.TxnRequest, path []bool, tresp *pb.TxnResponse) (
 		respi := tresp.Responses[i].Response
 		switch tv := req.Request.(type) {
 		case *pb.RequestOp_RequestRange:
-			resp, err := t.executeRange(tv.RequestRange)
+			resp, err := t.executeRange(tv.RequestRange, true)
 			if err != nil {
 				return 0, err
 			}
