@@ -46,7 +46,7 @@ if [ "$conformance" != "0" ]; then
     CONFORMANCE_RUN="." conformance/run.sh
   else
     cases='(NoTLS|MinorityLastVersion|QuorumLastVersion)$'
-    CONFORMANCE_RUN="Test(Alarm|AlarmlistOnMemberRestart|Compact|DefragOnline|Endpoint(Status|HashKV|Health)|VerifyHashKV[A-Za-z]*|KV(Put|Get|Delete|GetNoQuorum)|LeaseGrant[A-Za-z]*|MemberList|Status|Txn(Succ|Fail)|WaitLeader|WaitLeader_MemberStop|Watch|MoveLeaderWithNoAuth|SnapshotWithNoAuth)\$/$cases
+    CONFORMANCE_RUN="Test(Alarm|AlarmlistOnMemberRestart|Compact|DefragOnline|Endpoint(Status|HashKV|Health)|VerifyHashKV[A-Za-z]*|KV(Put|Get|GetStream|Delete|GetNoQuorum)|LeaseGrant[A-Za-z]*|MemberList|Status|Txn(Succ|Fail)|WaitLeader|WaitLeader_MemberStop|Watch|MoveLeaderWithNoAuth|SnapshotWithNoAuth)\$/$cases
 TestMemberAdd/.*/.*/.*/$cases
 TestMemberRemove/.*/.*/$cases
 Test(Auth|User|Role|RootRole)[A-Za-z0-9_]*/$cases
