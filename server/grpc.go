@@ -13,6 +13,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -63,6 +65,8 @@ func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterLeaseServer(gs, &leaseServer{s: s})
 	pb.RegisterWatchServer(gs, &watchServer{s: s})
 	pb.RegisterAuthServer(gs, &authServer{s: s})
+	v3lockpb.RegisterLockServer(gs, &lockServer{s: s})
+	v3electionpb.RegisterElectionServer(gs, &electionServer{s: s})
 	return gs
 }
 
