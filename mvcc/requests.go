@@ -234,15 +234,7 @@ func (s *Store) write(fn func(t *txn) error) error {
 
 // Range answers r at r.Revision (0: the current revision).
 func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if err := ValidateRange(r); err != nil {
-		return nil, err
-	}
-	t, err := s.beginRead()
-	if err != nil {
-		return nil, err
-	}
-	defer t.endRead()
-	return t.executeRange(r, true)
+	return s.rangeRead(r, true)
 }
 
 // RangePage answers r as Range does but stops reading at r.Limit, so Count
@@ -250,6 +242,10 @@ func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 // It is etcd's txn.Range without withTotalCount, which KV.RangeStream
 // reads its chunks with.
 func (s *Store) RangePage(r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return s.rangeRead(r, false)
+}
+
+func (s *Store) rangeRead(r *pb.RangeRequest, withTotalCount bool) (*pb.RangeResponse, error) {
 	if err := ValidateRange(r); err != nil {
 		return nil, err
 	}
@@ -258,7 +254,7 @@ func (s *Store) RangePage(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 		return nil, err
 	}
 	defer t.endRead()
-	return t.executeRange(r, false)
+	return t.executeRange(r, withTotalCount)
 }
 
 // Put stores r.Key.
