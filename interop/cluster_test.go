@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -479,6 +480,23 @@ func (c *mixedCluster) add(kind string, learner bool) *mixedMember {
 		return err
 	}); err != nil {
 		c.t.Fatalf("MemberAdd %s through %s: %v", mm.name, via.name, err)
+	}
+	// MemberAdd answers once the member it went through applied the
+	// change; a peer the new member asks for /members may lag behind and
+	// list one member fewer, which etcd and etckit both refuse ("member
+	// count is unequal"). Start it once every member lists it, as an
+	// operator would see in etcdctl member list.
+	for _, o := range c.running() {
+		for {
+			ml, err := o.m.cluster.MemberList(ctx, &pb.MemberListRequest{})
+			if err != nil {
+				c.t.Fatalf("MemberList through %s: %v", o.name, err)
+			}
+			if slices.ContainsFunc(ml.Members, func(m *pb.Member) bool { return m.ID == resp.Member.ID }) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	var parts []string
 	for _, m := range resp.Members {

@@ -45,6 +45,8 @@ func discoverCluster(ctx context.Context, cfg Config, client *http.Client) (*joi
 	if self == nil {
 		return nil, fmt.Errorf("server: member %q is not in --initial-cluster %q", cfg.Engine.Name, cfg.Engine.InitialCluster)
 	}
+	// etcd's getRemotePeerURLs asks the peers in sorted URL order.
+	slices.Sort(urls)
 	var lastErr error
 	for _, u := range urls {
 		info, err := getMembers(ctx, client, u)
