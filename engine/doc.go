@@ -32,6 +32,15 @@
 // repaired once (the segment is backed up as .broken first); any other
 // damage is refused with the file and byte offset.
 //
+// With Options.ForceNewCluster (etcd's --force-new-cluster) an existing
+// member then becomes the only member of its cluster, as etcd v3.6.1+ and
+// v3.7 do it (forcenew.go): commit = max(HardState commit, consistent_index),
+// the entries above it dropped, and after them one ConfChange per other
+// member the log knows (RemoveNode; AddNode of itself first if it is not
+// known), at the HardState's term, saved to the WAL without a HardState
+// record and committed in the raft log, so that they are applied like any
+// committed entry. The cluster ID is kept.
+//
 // # Apply
 //
 // Apply takes committed entries. Normal entries carry an

@@ -82,6 +82,12 @@ type Options struct {
 	// the WAL starts without bootstrap entries, and the leader sends the
 	// log or a snapshot.
 	Join *Join
+	// ForceNewCluster is etcd's --force-new-cluster: an existing member
+	// restarts as the only member of its cluster (forcenew.go). The
+	// entries above the commit index are dropped, conf changes removing
+	// every other member are appended and committed; the cluster ID stays.
+	// Without a WAL it does nothing.
+	ForceNewCluster bool
 	// MVCC configures the key-value store.
 	MVCC mvcc.Options
 	// LeaseCheckpointPersist is etcd's feature gate LeaseCheckpointPersist:
@@ -165,6 +171,7 @@ type Engine struct {
 	commitIndex       uint64
 	ci                uint64 // consistent_index of the db
 	term              uint64 // last known raft term (from HardState)
+	forceNew          *ForceNewResult
 }
 
 // Open opens the member in opts.DataDir, bootstrapping it from
@@ -209,6 +216,9 @@ func Open(opts Options) (*Engine, error) {
 	if wal.Exist(e.fs, opts.WALDir) {
 		err = e.openExisting()
 	} else {
+		if opts.ForceNewCluster {
+			e.log.Warn("--force-new-cluster has no effect: the member has no WAL yet", "wal-dir", opts.WALDir)
+		}
 		err = e.bootstrap()
 	}
 	if err != nil {
@@ -453,6 +463,19 @@ func (e *Engine) openExisting() error {
 	e.id, e.clusterID = meta.GetNodeID(), meta.GetClusterID()
 	if e.id == 0 {
 		return corrupt.New(o.WALDir, 0, corrupt.Damaged, "WAL metadata has no NodeID", nil)
+	}
+	if o.ForceNewCluster {
+		// etcd v3.7 reads the members from the WAL's snapshot record (the
+		// .snap of the same point carries the same ConfState).
+		cs := walSnap.ConfState
+		for _, v := range valid {
+			if v.Index == walSnap.Index && v.Term == walSnap.Term && v.ConfState != nil {
+				cs = v.ConfState
+			}
+		}
+		if hs, ents, err = e.forceNewCluster(cs, walSnap.Index, hs, ents); err != nil {
+			return err
+		}
 	}
 
 	e.rs = raft.NewMemoryStorage()
