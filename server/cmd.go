@@ -43,7 +43,7 @@ type flags struct {
 	maxSnapshots, maxWALs                           uint
 	heartbeatMs, electionMs                         uint
 	logLevel                                        string
-	unsafeNoFsync                                   bool
+	unsafeNoFsync, forceNewCluster                  bool
 	watchProgressNotifyInterval                     time.Duration
 	authToken                                       string
 	authTokenTTL, bcryptCost                        uint
@@ -142,6 +142,7 @@ With no flags it starts one member named "default" with its data in
 	fs.StringVar(&f.logLevel, "log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
 	fs.DurationVar(&f.watchProgressNotifyInterval, "watch-progress-notify-interval", 10*time.Minute, "Duration of periodic watch progress notifications.")
 	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
+	fs.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "Force to create a new one member cluster.")
 	fs.StringVar(&f.authToken, "auth-token", "simple", "Specify auth token specific options.")
 	fs.UintVar(&f.authTokenTTL, "auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
 	fs.UintVar(&f.bcryptCost, "bcrypt-cost", 10, "Specify bcrypt algorithm cost factor for auth password hashing.")
@@ -285,6 +286,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 			NoSync:                   f.unsafeNoFsync,
 		},
 		InitialClusterState:  f.initialClusterState,
+		ForceNewCluster:      f.forceNewCluster,
 		ListenClientURLs:     splitURLs(f.listenClientURLs),
 		ListenPeerURLs:       splitURLs(f.listenPeerURLs),
 		AdvertiseClientURLs:  splitURLs(f.advertiseClientURLs),

@@ -98,6 +98,12 @@ type Config struct {
 	// reading /members from the peers in --initial-cluster (join.go).
 	InitialClusterState string
 
+	// ForceNewCluster is --force-new-cluster: a member with a WAL restarts
+	// as the only member of its cluster (the others are removed by conf
+	// changes committed at start, engine.Options.ForceNewCluster); its data
+	// and the cluster ID stay. For disaster recovery after a quorum loss.
+	ForceNewCluster bool
+
 	// WatchProgressNotifyInterval is the period of the progress
 	// notifications of watchers created with progress_notify (etcd
 	// --watch-progress-notify-interval, 10 minutes).
@@ -198,6 +204,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LeaseCheckpointPersist {
 		c.Engine.LeaseCheckpointPersist = true
+	}
+	if c.ForceNewCluster {
+		c.Engine.ForceNewCluster = true
 	}
 }
 
