@@ -30,6 +30,8 @@ type mixedMember struct {
 	etcd       *embed.Etcd
 	etckit     *server.Server
 	m          *member
+	// forceNew starts the member with --force-new-cluster.
+	forceNew bool
 }
 
 type mixedCluster struct {
@@ -121,6 +123,7 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 			cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = c.snapshotCount, c.catchUp
 		}
 		cfg.ListenMetricsUrls = nil
+		cfg.ForceNewCluster = mm.forceNew
 		if c.leaseCheckpoint {
 			if err := cfg.ServerFeatureGate.(featuregate.MutableFeatureGate).Set("LeaseCheckpoint=true,LeaseCheckpointPersist=true"); err != nil {
 				return err
@@ -154,6 +157,7 @@ func (c *mixedCluster) start(mm *mixedMember, state string) error {
 			Engine: engine.Options{Name: mm.name, DataDir: mm.dir, InitialCluster: c.initial, InitialClusterToken: c.token,
 				InitialAdvertisePeerURLs: []string{mm.peerURL}, NoSync: !c.production, SnapshotCount: c.snapshotCount, CatchUpEntries: c.catchUp},
 			InitialClusterState: state,
+			ForceNewCluster:     mm.forceNew,
 			ListenClientURLs:    []string{"http://" + mm.clientAddr},
 			ListenPeerURLs:      []string{mm.peerURL},
 			TickInterval:        tick,
