@@ -90,6 +90,10 @@ type Options struct {
 	ForceNewCluster bool
 	// MVCC configures the key-value store.
 	MVCC mvcc.Options
+	// AnyClusterVersion lets a tool open and replay a data dir whose
+	// cluster version is above etckit's own; a member refuses it as etcd
+	// does ("invalid downgrade").
+	AnyClusterVersion bool
 	// LeaseCheckpointPersist is etcd's feature gate LeaseCheckpointPersist:
 	// applied lease checkpoints are stored in the lease bucket even while
 	// the cluster version is below 3.6 (from 3.6 on they always are).
@@ -163,6 +167,7 @@ type Engine struct {
 	inflightSnapshots atomic.Int64
 	auth              *auth.Store
 	clusterVersion    string
+	downgrade         DowngradeInfo
 	alarms            []*pb.AlarmMember
 	confState         *raftpb.ConfState
 	appliedIndex      uint64
@@ -504,6 +509,12 @@ func (e *Engine) openExisting() error {
 	if err := e.loadMembership(snapshot); err != nil {
 		return err
 	}
+	if e.downgrade.Enabled {
+		e.log.Info("cluster is downgrading to target version", "target-cluster-version", e.downgrade.TargetVersion, "current-server-version", ServerVersion.String())
+	}
+	if err := e.detectDowngrade(e.clusterVersion); err != nil {
+		return err
+	}
 	e.log.Info("opened member", "member-id", fmt.Sprintf("%x", e.id), "cluster-id", fmt.Sprintf("%x", e.clusterID),
 		"consistent-index", e.ci, "commit", e.commitIndex, "entries", len(ents), "revision", e.store.Rev())
 	return nil
@@ -601,6 +612,13 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 	}
 	if b := tx.Bucket([]byte(mvcc.BucketCluster)); b != nil {
 		e.clusterVersion = string(b.Get([]byte("clusterVersion")))
+		if val := b.Get([]byte(clusterDowngradeKey)); val != nil {
+			d, err := parseDowngradeInfo(val)
+			if err != nil {
+				return corrupt.New(e.dbPath, 0, corrupt.Damaged, "cluster/downgrade", err)
+			}
+			e.downgrade = d
+		}
 	}
 	if b := tx.Bucket([]byte(mvcc.BucketAlarm)); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
