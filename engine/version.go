@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -18,33 +19,33 @@ type Version struct {
 	Pre                 string
 }
 
-// ParseVersion parses "3.6.0" (or "3.6.0-rc.0"), as semver.NewVersion.
+// ParseVersion parses "3.6.0" (or "3.6.0-rc.0+meta") as go-semver's
+// NewVersion: metadata after the first '+', a prerelease after the first
+// '-', then three dot-separated decimal numbers.
 func ParseVersion(s string) (Version, error) {
-	v := s
-	if i := strings.IndexByte(v, '+'); i >= 0 {
-		v = v[:i]
-	}
-	var pre string
-	if i := strings.IndexByte(v, '-'); i >= 0 {
-		v, pre = v[:i], v[i+1:]
-		if pre == "" {
-			return Version{}, fmt.Errorf("%s is not in dotted-tri format", s)
-		}
-	}
-	parts := strings.Split(v, ".")
+	v, meta, _ := strings.Cut(s, "+")
+	v, pre, _ := strings.Cut(v, "-")
+	parts := strings.SplitN(v, ".", 3)
 	if len(parts) != 3 {
-		return Version{}, fmt.Errorf("%s is not in dotted-tri format", s)
+		return Version{}, fmt.Errorf("%s is not in dotted-tri format", v)
+	}
+	for _, id := range []string{pre, meta} {
+		if id != "" && !semverIdent.MatchString(id) {
+			return Version{}, fmt.Errorf("%s is not a valid semver identifier", id)
+		}
 	}
 	var n [3]int64
 	for i, p := range parts {
 		x, err := strconv.ParseInt(p, 10, 64)
-		if err != nil || x < 0 || p == "" || (len(p) > 1 && p[0] == '0') {
-			return Version{}, fmt.Errorf("%s is not in dotted-tri format", s)
+		if err != nil {
+			return Version{}, err
 		}
 		n[i] = x
 	}
 	return Version{Major: n[0], Minor: n[1], Patch: n[2], Pre: pre}, nil
 }
+
+var semverIdent = regexp.MustCompile(`^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$`)
 
 // String is the MAJOR.MINOR.PATCH[-pre] text.
 func (v Version) String() string {
@@ -183,8 +184,8 @@ func parseDowngradeInfo(val []byte) (DowngradeInfo, error) {
 }
 
 // storageVersionFor is what etcd's storage monitor migrates meta's
-// storageVersion to for cluster version cv: "3.6.0" from 3.6 on (at most
-// this member's own version, which the cluster cannot exceed), removed at
+// storageVersion to for cluster version cv: its major.minor.0 from 3.6 on
+// (the cluster version never exceeds this member's own), removed at
 // 3.5 (the downgrade step of 3.6's schema change), and left alone below
 // 3.5 or before a cluster version (etcd has no plan for those).
 func storageVersionFor(cv string) (val string, del, change bool) {
@@ -194,7 +195,7 @@ func storageVersionFor(cv string) (val string, del, change bool) {
 	}
 	switch {
 	case v.Minor >= 6:
-		return ServerVersion.MajorMinor().String(), false, true
+		return v.MajorMinor().String(), false, true
 	case v.Minor == 5:
 		return "", true, true
 	}
@@ -228,4 +229,23 @@ func (e *Engine) UpdateStorageVersion() (from, to string, changed bool, err erro
 		return from, from, false, err
 	}
 	return from, val, true, nil
+}
+
+// StorageVersion is etcd's DetectSchemaVersion: meta/storageVersion when
+// it is a version, else 3.5.0 for a db that has a term, else "" (etcd's
+// /version says "unknown").
+func (e *Engine) StorageVersion() string {
+	st := e.Store()
+	v := st.Backend().View()
+	sv, ok := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion))
+	v.Release()
+	if ok {
+		if p, err := ParseVersion(string(sv)); err == nil {
+			return p.String()
+		}
+	}
+	if _, term, err := st.ConsistentIndex(); err == nil && term != 0 {
+		return "3.5.0"
+	}
+	return ""
 }
