@@ -36,8 +36,11 @@ const (
 	DefaultSnapshotCatchUpEntries = 5000
 	DefaultMaxSnapshots           = 5
 	DefaultMaxWALs                = 5
-	// ClusterVersion is the cluster and storage version etckit writes.
-	ClusterVersion = "3.6.0"
+	// EtcdVersion is the etcd release etckit runs as: its server version in
+	// /version, Status and the peer headers, and so the highest cluster
+	// and storage version it serves (etcd 3.7's API, schema and raft
+	// requests; a cluster version above it is refused).
+	EtcdVersion = "3.7.3"
 )
 
 // Options configures Open. Name, DataDir and (for a new member)

@@ -85,7 +85,7 @@ func (v Version) Less(o Version) bool {
 
 // ServerVersion is the server version etckit runs as (the cluster version
 // it can serve at most); server.Version is the same text.
-var ServerVersion = mustParse(ClusterVersion)
+var ServerVersion = mustParse(EtcdVersion)
 
 func mustParse(s string) Version {
 	v, err := ParseVersion(s)

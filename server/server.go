@@ -24,8 +24,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Version is the etcd version etckit answers as (Status, /version).
-const Version = "3.6.0"
+// Version is the etcd version etckit answers as (Status, /version,
+// X-Server-Version, etcd_server_version).
+const Version = engine.EtcdVersion
 
 // Limits and timings, as etcd's defaults.
 const (
