@@ -297,6 +297,14 @@ func (e *Engine) setClusterVersion(ver string) error {
 		e.log.Info("set initial cluster version", "cluster-version", clusterText(ver))
 	} else if prev != ver {
 		e.log.Info("updated cluster version", "from", clusterText(prev), "to", clusterText(ver))
+		if p, err := ParseVersion(prev); err == nil {
+			if n, err := ParseVersion(ver); err == nil && n.Less(p) {
+				e.log.Info("Cluster version downgrade detected, forcing snapshot", "prev-cluster-version", p.String(), "new-cluster-version", n.String())
+				e.mu.Lock()
+				e.forceSnapshot = true
+				e.mu.Unlock()
+			}
+		}
 	}
 	sv, del, change := storageVersionFor(ver)
 	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {

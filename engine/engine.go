@@ -176,6 +176,9 @@ type Engine struct {
 	appliedIndex      uint64
 	appliedTerm       uint64
 	snapshotIndex     uint64
+	// forceSnapshot is etcd's forceDiskSnapshot: set when an applied
+	// ClusterVersionSet lowered the cluster version.
+	forceSnapshot bool
 	commitIndex       uint64
 	ci                uint64 // consistent_index of the db
 	term              uint64 // last known raft term (from HardState)
