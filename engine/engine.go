@@ -179,10 +179,10 @@ type Engine struct {
 	// forceSnapshot is etcd's forceDiskSnapshot: set when an applied
 	// ClusterVersionSet lowered the cluster version.
 	forceSnapshot bool
-	commitIndex       uint64
-	ci                uint64 // consistent_index of the db
-	term              uint64 // last known raft term (from HardState)
-	forceNew          *ForceNewResult
+	commitIndex   uint64
+	ci            uint64 // consistent_index of the db
+	term          uint64 // last known raft term (from HardState)
+	forceNew      *ForceNewResult
 }
 
 // Open opens the member in opts.DataDir, bootstrapping it from
