@@ -60,9 +60,9 @@ Test(Defragment|HashKV|Status)With(No|Invalid|Root|User)Auth[A-Za-z]*/$cases" co
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
       CONFORMANCE_RUN='^(TestCtlV3Auth.*|TestCtlV3GetAuthStatus|TestAuth_CVE_2021_28235|TestAuthCluster|TestWatchWithLowPermissionUser|TestCurlV3Auth.*)$' \
       conformance/run.sh
-    echo "== etcd's own test suite: tests/e2e's Lock and Election curl tests (the gateway)"
+    echo "== etcd's own test suite: tests/e2e's Lock, Election, Maintenance (Status, Downgrade, ...) and version curl tests (the gateway)"
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
-      CONFORMANCE_RUN='^(TestCurlV3CampaignNoTLS|TestCurlV3ProclaimMissiongLeaderKeyNoTLS|TestCurlV3ResignMissiongLeaderKeyNoTLS|TestCurlV3ElectionLeader|TestCurlV3LockOperations)$' \
+      CONFORMANCE_RUN='^(TestCurlV3CampaignNoTLS|TestCurlV3ProclaimMissiongLeaderKeyNoTLS|TestCurlV3ResignMissiongLeaderKeyNoTLS|TestCurlV3ElectionLeader|TestCurlV3LockOperations|TestCurlV3Maintenance.*|TestCurlV3CipherSuitesValid|TestCurlV3Version)$' \
       conformance/run.sh
   fi
 fi

@@ -26,7 +26,8 @@ type Result struct {
 	Err   error         // the request's error (a client error, not a storage failure)
 }
 
-// ErrUnsupported answers requests etckit does not apply yet (downgrade).
+// ErrUnsupported answers requests etckit does not apply (DowngradeVersionTest,
+// which only etcd's own tests send).
 var ErrUnsupported = errors.New("etcdserver: request is not supported by etckit")
 
 // ConfChanger applies a committed conf change to the raft node and returns
@@ -205,6 +206,9 @@ func (e *Engine) applyRequest(r *pb.InternalRaftRequest) (resp proto.Message, re
 		return e.applyAlarm(r.GetAlarm())
 	case r.GetClusterVersionSet() != nil:
 		return &pb.ResponseHeader{}, nil, e.setClusterVersion(r.GetClusterVersionSet().GetVer())
+	case r.GetDowngradeInfoSet() != nil:
+		d := r.GetDowngradeInfoSet()
+		return &pb.ResponseHeader{}, nil, e.setDowngradeInfo(d.GetEnabled(), d.GetVer())
 	case r.GetClusterMemberAttrSet() != nil:
 		a := r.GetClusterMemberAttrSet()
 		return &pb.ResponseHeader{}, nil, e.setMemberAttributes(a.GetMember_ID(), a.GetMemberAttributes())
@@ -276,19 +280,51 @@ func (e *Engine) applyAlarm(a *pb.AlarmRequest) (proto.Message, error, error) {
 	return resp, nil, nil
 }
 
-// setClusterVersion records the cluster version, and the storage version
-// v3.6 writes once the cluster runs 3.6.
+// setClusterVersion records the cluster version, as etcd's SetVersion:
+// a version above this member's own stops it before anything is written
+// (MustDetectDowngrade), so the entry is applied again, and fails again,
+// on a restart with the same binary. meta/storageVersion follows in the
+// same transaction (etcd's storage monitor, see UpdateStorageVersion).
 func (e *Engine) setClusterVersion(ver string) error {
+	if err := e.detectDowngrade(ver); err != nil {
+		return err
+	}
 	e.mu.Lock()
+	prev := e.clusterVersion
 	e.clusterVersion = ver
 	e.mu.Unlock()
+	if prev == "" {
+		e.log.Info("set initial cluster version", "cluster-version", clusterText(ver))
+	} else if prev != ver {
+		e.log.Info("updated cluster version", "from", clusterText(prev), "to", clusterText(ver))
+		if p, err := ParseVersion(prev); err == nil {
+			if n, err := ParseVersion(ver); err == nil && n.Less(p) {
+				e.log.Info("Cluster version downgrade detected, forcing snapshot", "prev-cluster-version", p.String(), "new-cluster-version", n.String())
+				e.mu.Lock()
+				e.forceSnapshot = true
+				e.mu.Unlock()
+			}
+		}
+	}
+	sv, del, change := storageVersionFor(ver)
 	return e.store.Backend().Write(func(w *mvcc.WriteTx) error {
 		w.Put([]byte(mvcc.BucketCluster), []byte("clusterVersion"), []byte(ver))
-		if semverAtLeast36(ver) {
-			w.Put([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion), []byte(ClusterVersion))
+		switch {
+		case change && del:
+			w.Delete([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion))
+		case change:
+			w.Put([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion), []byte(sv))
 		}
 		return nil
 	})
+}
+
+// clusterText is etcd's version.Cluster: major.minor.0.
+func clusterText(v string) string {
+	if p, err := ParseVersion(v); err == nil {
+		return p.MajorMinor().String()
+	}
+	return v
 }
 
 func semverAtLeast36(v string) bool {

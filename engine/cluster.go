@@ -155,11 +155,15 @@ func (e *Engine) ApplySnapshot(s *raftpb.Snapshot) error {
 	e.removed = map[uint64]bool{}
 	e.alarms = nil
 	e.clusterVersion = ""
+	e.downgrade = DowngradeInfo{}
 	e.confState = cloneConfState(md.GetConfState())
 	e.appliedIndex, e.appliedTerm = index, md.GetTerm()
 	e.snapshotIndex = index
 	e.mu.Unlock()
 	if err := e.loadMembership(s); err != nil {
+		return err
+	}
+	if err := e.detectDowngrade(e.ClusterVersion()); err != nil {
 		return err
 	}
 	e.log.Info("applied snapshot", "index", index, "term", md.GetTerm(), "revision", st.Rev(), "members", len(e.Members()))

@@ -36,8 +36,11 @@ const (
 	DefaultSnapshotCatchUpEntries = 5000
 	DefaultMaxSnapshots           = 5
 	DefaultMaxWALs                = 5
-	// ClusterVersion is the cluster and storage version etckit writes.
-	ClusterVersion = "3.6.0"
+	// EtcdVersion is the etcd release etckit runs as: its server version in
+	// /version, Status and the peer headers, and so the highest cluster
+	// and storage version it serves (etcd 3.7's API, schema and raft
+	// requests; a cluster version above it is refused).
+	EtcdVersion = "3.7.3"
 )
 
 // Options configures Open. Name, DataDir and (for a new member)
@@ -90,6 +93,10 @@ type Options struct {
 	ForceNewCluster bool
 	// MVCC configures the key-value store.
 	MVCC mvcc.Options
+	// AnyClusterVersion lets a tool open and replay a data dir whose
+	// cluster version is above etckit's own; a member refuses it as etcd
+	// does ("invalid downgrade").
+	AnyClusterVersion bool
 	// LeaseCheckpointPersist is etcd's feature gate LeaseCheckpointPersist:
 	// applied lease checkpoints are stored in the lease bucket even while
 	// the cluster version is below 3.6 (from 3.6 on they always are).
@@ -163,15 +170,19 @@ type Engine struct {
 	inflightSnapshots atomic.Int64
 	auth              *auth.Store
 	clusterVersion    string
+	downgrade         DowngradeInfo
 	alarms            []*pb.AlarmMember
 	confState         *raftpb.ConfState
 	appliedIndex      uint64
 	appliedTerm       uint64
 	snapshotIndex     uint64
-	commitIndex       uint64
-	ci                uint64 // consistent_index of the db
-	term              uint64 // last known raft term (from HardState)
-	forceNew          *ForceNewResult
+	// forceSnapshot is etcd's forceDiskSnapshot: set when an applied
+	// ClusterVersionSet lowered the cluster version.
+	forceSnapshot bool
+	commitIndex   uint64
+	ci            uint64 // consistent_index of the db
+	term          uint64 // last known raft term (from HardState)
+	forceNew      *ForceNewResult
 }
 
 // Open opens the member in opts.DataDir, bootstrapping it from
@@ -504,6 +515,12 @@ func (e *Engine) openExisting() error {
 	if err := e.loadMembership(snapshot); err != nil {
 		return err
 	}
+	if e.downgrade.Enabled {
+		e.log.Info("cluster is downgrading to target version", "target-cluster-version", e.downgrade.TargetVersion, "current-server-version", ServerVersion.String())
+	}
+	if err := e.detectDowngrade(e.clusterVersion); err != nil {
+		return err
+	}
 	e.log.Info("opened member", "member-id", fmt.Sprintf("%x", e.id), "cluster-id", fmt.Sprintf("%x", e.clusterID),
 		"consistent-index", e.ci, "commit", e.commitIndex, "entries", len(ents), "revision", e.store.Rev())
 	return nil
@@ -601,6 +618,13 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 	}
 	if b := tx.Bucket([]byte(mvcc.BucketCluster)); b != nil {
 		e.clusterVersion = string(b.Get([]byte("clusterVersion")))
+		if val := b.Get([]byte(clusterDowngradeKey)); val != nil {
+			d, err := parseDowngradeInfo(val)
+			if err != nil {
+				return corrupt.New(e.dbPath, 0, corrupt.Damaged, "cluster/downgrade", err)
+			}
+			e.downgrade = d
+		}
 	}
 	if b := tx.Bucket([]byte(mvcc.BucketAlarm)); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {

@@ -12,11 +12,14 @@ import (
 )
 
 // SnapshotDue reports whether SnapshotCount entries were applied since the
-// last snapshot.
+// last snapshot, or the cluster version was lowered since: as etcd, a
+// downgrade is followed by a snapshot at once, so that the older binary
+// that restarts on this data dir does not replay, from the WAL, the
+// ClusterVersionSet of the newer version (etcd 3.6 would stop on it).
 func (e *Engine) SnapshotDue() bool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return e.appliedIndex-e.snapshotIndex > e.opts.SnapshotCount
+	return (e.forceSnapshot && e.appliedIndex != e.snapshotIndex) || e.appliedIndex-e.snapshotIndex > e.opts.SnapshotCount
 }
 
 // Snapshot writes a snapshot at the applied index, as etcd's
@@ -54,6 +57,7 @@ func (e *Engine) Snapshot() error {
 	}
 	e.mu.Lock()
 	e.snapshotIndex = index
+	e.forceSnapshot = false
 	e.mu.Unlock()
 	if err := e.compactRaftLog(index); err != nil {
 		return err

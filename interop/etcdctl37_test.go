@@ -343,8 +343,8 @@ var ctl37Volatile = []struct {
 	{regexp.MustCompile(`"dbSize":\d+`), `"dbSize":<size>`},
 	{regexp.MustCompile(`"dbSizeInUse":\d+`), `"dbSizeInUse":<size>`},
 	{regexp.MustCompile(`"version":"[0-9.]+"`), `"version":"<version>"`},
-	// The storage version: etckit's is its cluster version, 3.6.0
-	// (engine.ClusterVersion; server_maint_test.go), etcd 3.7.3's 3.7.0.
+	// The storage version: 3.7.0 on both once the storage monitor ran
+	// (every 4 s after the cluster version is set), none before.
 	{regexp.MustCompile(`"storageVersion":"[0-9.]+"`), `"storageVersion":"<storage version>"`},
 	// endpoint status (simple, 3.7 columns): endpoint, ID, version,
 	// storage version, db size, db size in use, in use %, quota, is

@@ -120,7 +120,7 @@ func TestServerMaintenance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Leader != s.ID() || st.RaftIndex == 0 || st.RaftAppliedIndex != st.RaftIndex || st.DbSize == 0 || st.StorageVersion != "3.6.0" ||
+	if st.Leader != s.ID() || st.RaftIndex == 0 || st.RaftAppliedIndex != st.RaftIndex || st.DbSize == 0 || st.StorageVersion != "3.7.0" ||
 		st.DbSizeQuota != 1<<20 || st.Header.Revision != 21 || len(st.Errors) != 0 {
 		t.Fatalf("status %s", text(st))
 	}
@@ -174,7 +174,7 @@ func TestServerMaintenance(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	if v := get("/version"); v != `{"etcdserver":"3.6.0","etcdcluster":"3.6.0","storage":"3.6.0"}` {
+	if v := get("/version"); v != `{"etcdserver":"3.7.3","etcdcluster":"3.7.0","storage":"3.7.0"}` {
 		t.Fatalf("/version %q", v)
 	}
 	if m := get("/metrics"); !strings.Contains(m, "etcd_disk_wal_fsync_duration_seconds_bucket") || !strings.Contains(m, "etcd_disk_backend_commit_duration_seconds_count") {

@@ -206,7 +206,7 @@ func startTransportPair(t *testing.T) *transportPair {
 	if err := p.etcd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p.etckit = transport.New(transport.Config{ID: p.kID, ClusterID: p.cid, URLs: []string{kURL}, Raft: p.kr, Version: "3.6.0",
+	p.etckit = transport.New(transport.Config{ID: p.kID, ClusterID: p.cid, URLs: []string{kURL}, Raft: p.kr, Version: "3.7.3",
 		Snapshots: p.kSnaps, DialTimeout: time.Second})
 	p.eSrv.Config.Handler = p.etcd.Handler()
 	p.kSrv.Config.Handler = p.etckit.Handler()

@@ -23,7 +23,7 @@
 //	                  "confState"                      raftpb.ConfState JSON
 //	                  "scheduledCompactRev"            revision key of (rev, 0)
 //	                  "finishedCompactRev"             revision key of (rev, 0)
-//	                  "storageVersion"                 "3.6.0"
+//	                  "storageVersion"                 "3.6.0" / "3.7.0" (major.minor.0 of the cluster version; absent at 3.5)
 //
 // # Revision keys of the key bucket (wire format: never change)
 //

@@ -36,6 +36,7 @@ type flags struct {
 	maxLearners                                     int
 	featureGates                                    featureGates
 	expLeaseCheckpoint, expLeaseCheckpointPersist   bool
+	downgradeCheckTime, expDowngradeCheckTime       time.Duration
 	version                                         bool
 	quotaBackendBytes                               int64
 	maxRequestBytes                                 uint
@@ -136,6 +137,8 @@ With no flags it starts one member named "default" with its data in
 	fs.Var(&f.featureGates, "feature-gates", f.featureGates.usage())
 	fs.BoolVar(&f.expLeaseCheckpoint, "experimental-enable-lease-checkpoint", false, "Enable leader to send regular checkpoints to other members to prevent reset of remaining TTL on leader change. Deprecated in v3.6 and will be decommissioned in v3.7. Use '--feature-gates=LeaseCheckpoint=true' instead.")
 	fs.BoolVar(&f.expLeaseCheckpointPersist, "experimental-enable-lease-checkpoint-persist", false, "Enable persisting remainingTTL to prevent indefinite auto-renewal of long lived leases. Always enabled in v3.6. Should be used to ensure smooth upgrade from v3.5 clusters with this feature enabled. Requires experimental-enable-lease-checkpoint to be enabled. Deprecated in v3.6 and will be decommissioned in v3.7. Use '--feature-gates=LeaseCheckpointPersist=true' instead.")
+	fs.DurationVar(&f.downgradeCheckTime, "downgrade-check-time", DefaultDowngradeCheckTime, "Duration of time between two downgrade status checks.")
+	fs.DurationVar(&f.expDowngradeCheckTime, "experimental-downgrade-check-time", DefaultDowngradeCheckTime, "Duration of time between two downgrade status checks. Deprecated in v3.6 and will be decommissioned in v3.7. Use --downgrade-check-time instead.")
 	fs.BoolVar(&f.version, "version", false, "Print the version and exit.")
 	fs.UintVar(&f.heartbeatMs, "heartbeat-interval", 100, "Time (in milliseconds) of a heartbeat interval.")
 	fs.UintVar(&f.electionMs, "election-timeout", 1000, "Time (in milliseconds) for an election to timeout.")
@@ -236,6 +239,14 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		logger.Warn("--experimental-snapshot-catchup-entries is deprecated in v3.6 and will be decommissioned in v3.7. Use '--snapshot-catchup-entries' instead.")
 		catchUp = f.experimentalSnapshotCatchUpEntries
 	}
+	downgradeCheck := f.downgradeCheckTime
+	if cmd.Flags().Changed("experimental-downgrade-check-time") {
+		logger.Warn("--experimental-downgrade-check-time is deprecated in v3.6 and will be decommissioned in v3.7. Use '--downgrade-check-time' instead.")
+		downgradeCheck = f.expDowngradeCheckTime
+	}
+	if downgradeCheck == 0 {
+		downgradeCheck = -1 // etcd: 0 turns the downgrade monitor off
+	}
 	authToken := f.authToken
 	if authToken == "" {
 		authToken = "-" // etcd's --auth-token="": no tokens
@@ -319,6 +330,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 
 		LeaseCheckpoint:        f.featureGates.Enabled(featureLeaseCheckpoint),
 		LeaseCheckpointPersist: f.featureGates.Enabled(featureLeaseCheckpointPersist),
+		DowngradeCheckTime:     downgradeCheck,
 	}, nil
 }
 

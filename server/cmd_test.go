@@ -106,7 +106,7 @@ func TestCommandServeAndShutdown(t *testing.T) {
 	published := false
 	for i := 0; i < 500 && !published; i++ {
 		time.Sleep(10 * time.Millisecond)
-		published = strings.Contains(stderr.String(), "set cluster version")
+		published = strings.Contains(stderr.String(), "cluster version is updated")
 	}
 	cancel()
 	if err := <-done; err != nil {

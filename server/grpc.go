@@ -477,13 +477,10 @@ func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		DbSize:           size,
 		DbSizeInUse:      inUse,
 		DbSizeQuota:      s.cfg.QuotaBackendBytes,
-		DowngradeInfo:    &pb.DowngradeInfo{},
+		StorageVersion:   s.eng.StorageVersion(),
 	}
-	v := s.eng.Store().Backend().View()
-	if sv, ok := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaStorageVersion)); ok {
-		resp.StorageVersion = string(sv)
-	}
-	v.Release()
+	d := s.eng.DowngradeInfo()
+	resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: d.Enabled, TargetVersion: d.TargetVersion}
 	if resp.Leader == 0 {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
 	}
@@ -757,4 +754,19 @@ func (l *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKee
 			return err
 		}
 	}
+}
+
+// Downgrade is etcd's Maintenance.Downgrade: VALIDATE, ENABLE and CANCEL
+// of a cluster downgrade by one minor version, root only with auth on.
+func (m *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
+	if err := m.s.checkAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp, err := m.s.downgrade(ctx, r)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp.Header = &pb.ResponseHeader{}
+	m.s.fill(resp.Header)
+	return resp, nil
 }

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/etckit/etckit/engine"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
@@ -35,11 +34,15 @@ func (s *Server) writeVersion(w http.ResponseWriter) {
 		// etcd prints the cluster version as major.minor.0
 		cv = majorMinor(cv) + ".0"
 	}
+	sv := s.eng.StorageVersion()
+	if sv == "" {
+		sv = "unknown"
+	}
 	b, _ := json.Marshal(struct {
 		Server  string `json:"etcdserver"`
 		Cluster string `json:"etcdcluster"`
 		Storage string `json:"storage"`
-	}{Version, cv, engine.ClusterVersion})
+	}{Version, cv, sv})
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/mvcc"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
@@ -39,9 +38,9 @@ func (s *Server) commitLoop() {
 	}
 }
 
-// leaderLoop publishes this member's attributes once a leader is known,
-// sets the cluster version when this member leads a cluster without one,
-// and, while leading, revokes expired leases.
+// leaderLoop publishes this member's attributes once a leader is known
+// and, while leading, revokes expired leases (the cluster version is
+// versionLoop's).
 func (s *Server) leaderLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.TickInterval)
@@ -68,11 +67,6 @@ func (s *Server) leaderLoop() {
 			}
 		}
 		if s.Leader() == s.ID() {
-			if published && s.eng.ClusterVersion() == "" {
-				if _, err := s.propose(ctx, &pb.InternalRaftRequest{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: engine.ClusterVersion}}); err == nil {
-					s.log.Info("set cluster version", "version", engine.ClusterVersion)
-				}
-			}
 			for _, id := range s.eng.Store().Lessor().Expired() {
 				if _, err := s.propose(withRoot(ctx), &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil {
 					s.log.Warn("could not revoke expired lease", "lease", fmt.Sprintf("%016x", id), "error", err)

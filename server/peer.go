@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/etckit/etckit/engine"
@@ -575,8 +576,8 @@ func (s *Server) serveHashKV(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveDowngradeEnabled is GET /downgrade/enabled: after a linearizable
-// read, whether a downgrade is in progress. etckit does not downgrade, so
-// the answer is false.
+// read, whether a downgrade is in progress (a joining member widens its
+// version window by one minor while it is).
 func (s *Server) serveDowngradeEnabled(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
@@ -591,5 +592,5 @@ func (s *Server) serveDowngradeEnabled(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")
-	_, _ = w.Write([]byte("false"))
+	_, _ = w.Write([]byte(strconv.FormatBool(s.eng.DowngradeInfo().Enabled)))
 }

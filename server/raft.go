@@ -552,11 +552,15 @@ func (s *Server) waitApplied(ctx context.Context, idx uint64) error {
 }
 
 // requestTimeout is etcd's ReqTimeout: 5s plus two election timeouts.
-func (s *Server) requestTimeout() time.Duration {
-	if s.cfg.reqTimeout > 0 {
-		return s.cfg.reqTimeout
+func (s *Server) requestTimeout() time.Duration { return s.cfg.reqTimeoutOrDefault() }
+
+// reqTimeoutOrDefault is etcd's ReqTimeout: 5 s plus two election
+// timeouts.
+func (c *Config) reqTimeoutOrDefault() time.Duration {
+	if c.reqTimeout > 0 {
+		return c.reqTimeout
 	}
-	return 5*time.Second + 2*time.Duration(s.cfg.ElectionTicks)*s.cfg.TickInterval
+	return 5*time.Second + 2*time.Duration(c.ElectionTicks)*c.TickInterval
 }
 
 // propose sends r through raft and waits for its result. Concurrent

@@ -24,8 +24,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Version is the etcd version etckit answers as (Status, /version).
-const Version = "3.6.0"
+// Version is the etcd version etckit answers as (Status, /version,
+// X-Server-Version, etcd_server_version).
+const Version = engine.EtcdVersion
 
 // Limits and timings, as etcd's defaults.
 const (
@@ -150,6 +151,11 @@ type Config struct {
 	LeaseCheckpointPersist  bool
 	LeaseCheckpointInterval time.Duration
 
+	// DowngradeCheckTime is etcd's --downgrade-check-time: how often the
+	// leader looks whether every member runs the downgrade target
+	// (default 5 s; negative: never).
+	DowngradeCheckTime time.Duration
+
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 	// serviceRegister adds gRPC services to the client server (tests).
@@ -177,6 +183,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = math.MaxUint32
+	}
+	if c.DowngradeCheckTime == 0 {
+		c.DowngradeCheckTime = DefaultDowngradeCheckTime
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 100 * time.Millisecond
@@ -333,6 +342,12 @@ func New(cfg Config) (*Server, error) {
 			if err != nil {
 				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", err)
 			}
+			ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+			ok := checkClusterCompatible(ctx, cfg.Logger, &http.Client{Timeout: cfg.reqTimeoutOrDefault(), Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())}, join.members, join.memberID)
+			cancel()
+			if !ok {
+				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", errIncompatibleCluster)
+			}
 			cfg.Engine.Join = &engine.Join{ClusterID: join.clusterID, MemberID: join.memberID}
 			joined = join
 		}
@@ -428,7 +443,8 @@ func New(cfg Config) (*Server, error) {
 		s.wg.Add(1)
 		go s.checkpointLoop()
 	}
-	s.wg.Add(6)
+	s.wg.Add(7)
+	go s.versionLoop()
 	go s.monitorLeader()
 	go s.timeoutLoop()
 	go s.applyLoop()

@@ -71,7 +71,7 @@ type Config struct {
 	// URLs are this member's advertised peer URLs (X-PeerURLs).
 	URLs []string
 	Raft Raft
-	// Version is this member's etcd version (X-Server-Version), e.g. "3.6.0".
+	// Version is this member's etcd version (X-Server-Version), e.g. "3.7.3".
 	Version string
 	// DialTimeout bounds dialing a peer (etcd: 1 s + the election timeout).
 	DialTimeout time.Duration
@@ -111,7 +111,7 @@ func New(cfg Config) *Transport {
 		cfg.DialTimeout = 2 * time.Second
 	}
 	if cfg.Version == "" {
-		cfg.Version = "3.6.0"
+		cfg.Version = "3.7.3"
 	}
 	t := &Transport{cfg: cfg, log: cfg.Logger, peers: map[uint64]*peer{}, remotes: map[uint64]*peer{}}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}

@@ -2,6 +2,9 @@
 
 package etcd36
 
-// The benchmarks build this program; the import keeps its module (and
-// etcd 3.6's raft) in go.mod.
-import _ "go.etcd.io/etcd/v3/tools/etcd-dump-logs"
+// The benchmarks build etcd-dump-logs and the cluster tests etcd 3.6's
+// server; the imports keep their modules (and etcd 3.6's raft) in go.mod.
+import (
+	_ "go.etcd.io/etcd/server/v3"
+	_ "go.etcd.io/etcd/v3/tools/etcd-dump-logs"
+)

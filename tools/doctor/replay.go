@@ -83,7 +83,7 @@ func runReplay(dataDir, walDir, snapDir string) (*Replay, error) {
 	if err := copyDir(snapDir, filepath.Join(tmp, "member", "snap")); err != nil {
 		return nil, fmt.Errorf("copy the snap directory: %w", err)
 	}
-	e, err := engine.Open(engine.Options{DataDir: tmp, NoSync: true, MaxSnapshots: -1, MaxWALs: -1})
+	e, err := engine.Open(engine.Options{DataDir: tmp, NoSync: true, MaxSnapshots: -1, MaxWALs: -1, AnyClusterVersion: true})
 	if err != nil {
 		return nil, err
 	}
