@@ -595,13 +595,21 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 	v := e.store.Backend().Snapshot()
 	defer v.Release()
 	tx := v.Tx()
+	// Read into locals, then publish under e.mu: the version monitor and
+	// the API read these while a received snapshot is being applied.
+	members, removed := map[uint64]*Member{}, map[uint64]bool{}
+	var (
+		clusterVersion string
+		downgrade      DowngradeInfo
+		alarms         []*pb.AlarmMember
+	)
 	if b := tx.Bucket([]byte(mvcc.BucketMembers)); b != nil {
 		if err := b.ForEach(func(k, val []byte) error {
 			var m Member
 			if err := json.Unmarshal(val, &m); err != nil {
 				return corrupt.New(e.dbPath, 0, corrupt.Damaged, fmt.Sprintf("members/%s is not member JSON", k), err)
 			}
-			e.members[m.ID] = &m
+			members[m.ID] = &m
 			return nil
 		}); err != nil {
 			return err
@@ -611,45 +619,49 @@ func (e *Engine) loadMembership(snapshot *raftpb.Snapshot) error {
 		_ = b.ForEach(func(k, _ []byte) error {
 			var id uint64
 			if _, err := fmt.Sscanf(string(k), "%x", &id); err == nil {
-				e.removed[id] = true
+				removed[id] = true
 			}
 			return nil
 		})
 	}
 	if b := tx.Bucket([]byte(mvcc.BucketCluster)); b != nil {
-		e.clusterVersion = string(b.Get([]byte("clusterVersion")))
+		clusterVersion = string(b.Get([]byte("clusterVersion")))
 		if val := b.Get([]byte(clusterDowngradeKey)); val != nil {
 			d, err := parseDowngradeInfo(val)
 			if err != nil {
 				return corrupt.New(e.dbPath, 0, corrupt.Damaged, "cluster/downgrade", err)
 			}
-			e.downgrade = d
+			downgrade = d
 		}
 	}
 	if b := tx.Bucket([]byte(mvcc.BucketAlarm)); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
 			var am pb.AlarmMember
 			if err := proto.Unmarshal(k, &am); err == nil {
-				e.alarms = append(e.alarms, &am)
+				alarms = append(alarms, &am)
 			}
 			return nil
 		})
 	}
-	if len(e.members) == 0 && snapshot != nil && len(snapshot.GetData()) > 0 {
+	if len(members) == 0 && snapshot != nil && len(snapshot.GetData()) > 0 {
 		st, err := snap.DecodeV2Store(snapshot.GetData())
 		if err != nil {
 			return err
 		}
 		for _, m := range st.Members {
-			e.members[m.ID] = &Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, Name: m.Name, ClientURLs: m.ClientURLs}
+			members[m.ID] = &Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, Name: m.Name, ClientURLs: m.ClientURLs}
 		}
 		for _, id := range st.Removed {
-			e.removed[id] = true
+			removed[id] = true
 		}
-		if e.clusterVersion == "" {
-			e.clusterVersion = st.Version
+		if clusterVersion == "" {
+			clusterVersion = st.Version
 		}
 	}
+	e.mu.Lock()
+	e.members, e.removed = members, removed
+	e.clusterVersion, e.downgrade, e.alarms = clusterVersion, downgrade, alarms
+	e.mu.Unlock()
 	return nil
 }
 
