@@ -230,7 +230,7 @@ func (s *Server) handleReady(rd raft.Ready) error {
 	hasSnap := rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot)
 	var job *applyJob
 	if len(rd.CommittedEntries) > 0 || hasSnap {
-		job = &applyJob{ents: rd.CommittedEntries}
+		job = &applyJob{ents: rd.CommittedEntries, persisted: make(chan struct{})}
 		if hasSnap {
 			// Applied after it is persisted (below); raft waits for it
 			// like for a conf change, as the membership may change.
@@ -250,6 +250,9 @@ func (s *Server) handleReady(rd raft.Ready) error {
 	start := time.Now()
 	if err := s.eng.SaveReady(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
 		return err
+	}
+	if job != nil {
+		close(job.persisted)
 	}
 	if rd.MustSync {
 		s.metrics.walFsync.observe(time.Since(start).Seconds())
@@ -321,6 +324,11 @@ type applyJob struct {
 	snap *raftpb.Snapshot // a snapshot received from the leader, or nil
 	ents []*raftpb.Entry
 	done chan struct{} // closed once applied, when the raft loop waits
+	// persisted is closed once the raft loop has saved this Ready (WAL
+	// and raft storage): etcd's notifyc. The entries may be applied
+	// before that, but a snapshot of them must wait for it, or its index
+	// would lie beyond the raft log's last one.
+	persisted chan struct{}
 }
 
 func hasConfChange(ents []*raftpb.Entry) bool {
@@ -392,6 +400,13 @@ func (s *Server) applyOne(job applyJob) error {
 	idx, _ := s.eng.Applied()
 	s.notifyApplied(idx)
 	if s.eng.SnapshotDue() {
+		if job.persisted != nil {
+			select {
+			case <-job.persisted:
+			case <-s.stopc:
+				return nil
+			}
+		}
 		return s.eng.Snapshot()
 	}
 	return nil
