@@ -157,7 +157,17 @@ func (c *testCluster) hashKVs(ctx context.Context, rev int64) map[string]uint32 
 		if s == nil {
 			continue
 		}
-		r, err := pb.NewMaintenanceClient(c.conns[i]).HashKV(ctx, &pb.HashKVRequest{Revision: rev})
+		// HashKV is local: a follower that has not applied rev yet
+		// answers "future revision" for a moment.
+		var r *pb.HashKVResponse
+		var err error
+		for try := 0; ; try++ {
+			r, err = pb.NewMaintenanceClient(c.conns[i]).HashKV(ctx, &pb.HashKVRequest{Revision: rev})
+			if err == nil || !strings.Contains(err.Error(), "future revision") || try == 200 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if err != nil {
 			c.t.Fatalf("%s: HashKV: %v", c.names[i], err)
 		}
