@@ -176,6 +176,29 @@ func (c *testCluster) hashKVs(ctx context.Context, rev int64) map[string]uint32 
 	return out
 }
 
+// waitListed waits until every running member lists n members: a new
+// member started before a lagging peer applied its MemberAdd would read
+// one member fewer from that peer's /members and refuse to join ("member
+// count is unequal"), as etcd does.
+func (c *testCluster) waitListed(ctx context.Context, n int) {
+	c.t.Helper()
+	for i, s := range c.srv {
+		if s == nil {
+			continue
+		}
+		for {
+			ml, err := pb.NewClusterClient(c.conns[i]).MemberList(ctx, &pb.MemberListRequest{})
+			if err == nil && len(ml.Members) == n {
+				break
+			}
+			if ctx.Err() != nil {
+				c.t.Fatalf("%s does not list %d members: %v %v", c.names[i], n, ml, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 func sameHash(h map[string]uint32) bool {
 	var first uint32
 	n := 0

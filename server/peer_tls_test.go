@@ -96,6 +96,7 @@ func TestPeerTLSCluster(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	c.waitListed(ctx, 4)
 	cfg := Config{
 		Engine: engine.Options{Name: "m3", DataDir: filepath.Join(t.TempDir(), "m3"), InitialCluster: c.initial + ",m3=" + strings.Replace(joinURL, "https://", "http://", 1),
 			InitialAdvertisePeerURLs: []string{strings.Replace(joinURL, "https://", "http://", 1)}, NoSync: true},
