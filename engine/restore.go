@@ -19,6 +19,7 @@ import (
 
 	"github.com/etckit/etckit/corrupt"
 	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/vfs"
 	"github.com/etckit/etckit/wal"
@@ -434,7 +435,7 @@ func emptyBucket(tx *bolt.Tx, name []byte) error {
 }
 
 // damageOffset looks for the first structurally damaged bbolt page of a db
-// image (see CheckDBPages) to say where a digest mismatch comes from.
+// image (see boltfile.Check) to say where a digest mismatch comes from.
 func damageOffset(path string, imageSize int64) string {
 	if imageSize <= 0 {
 		return ""
@@ -444,191 +445,10 @@ func damageOffset(path string, imageSize int64) string {
 		return ""
 	}
 	defer f.Close()
-	if cerr := CheckDBPages(f, imageSize, path); cerr != nil {
+	if cerr := boltfile.Check(f, imageSize, boltfile.Options{Limit: 1}).First(path); cerr != nil {
 		return fmt.Sprintf("; first damage found at offset %d: %s", cerr.Offset, cerr.Reason)
 	}
 	return "; the page structure is intact, so the damage is inside key or value bytes (sha256 cannot say where)"
-}
-
-// bbolt on-disk constants (bbolt/internal/common).
-const (
-	boltMagic      = 0xED0CDAED
-	boltVersion    = 2
-	boltPageHeader = 16
-	boltMetaSize   = 64
-	boltBranchFlag = 0x01
-	boltLeafFlag   = 0x02
-	boltMetaFlag   = 0x04
-	boltElemSize   = 16
-)
-
-// CheckDBPages walks the pages of the bbolt image in r (its first size
-// bytes) without bbolt, so that damage is reported instead of crashing a
-// reader: both meta pages (magic, version, page size, FNV-64a checksum),
-// then the b+trees from the root bucket of the newest valid meta: every
-// page reached must lie below the high-water mark, carry its own id in its
-// header, be a branch or leaf page whose elements stay inside the page, and
-// be reached once; nested buckets (inline or not) are followed. It returns
-// the first problem, with path and byte offset, or nil.
-func CheckDBPages(r interface {
-	ReadAt([]byte, int64) (int, error)
-}, size int64, path string) *corrupt.Error {
-	bad := func(off int64, format string, args ...any) *corrupt.Error {
-		return corrupt.New(path, off, corrupt.Damaged, fmt.Sprintf(format, args...), nil)
-	}
-	hdr := make([]byte, boltPageHeader+boltMetaSize)
-	if size < int64(len(hdr)) {
-		return bad(0, "file of %d bytes is too small for a bbolt meta page", size)
-	}
-	if _, err := r.ReadAt(hdr, 0); err != nil {
-		return bad(0, "read meta page: %v", err)
-	}
-	pageSize := int64(binary.LittleEndian.Uint32(hdr[boltPageHeader+8:]))
-	if pageSize < 512 || pageSize > 1<<20 || pageSize&(pageSize-1) != 0 {
-		return bad(boltPageHeader+8, "meta page 0: page size %d is not a power of two between 512 and 1 MiB", pageSize)
-	}
-	var hwm, txid, rootPage uint64
-	var metaErr *corrupt.Error
-	for i := int64(0); i < 2; i++ {
-		off := i * pageSize
-		if off+int64(len(hdr)) > size {
-			return bad(off, "meta page %d is beyond the end of the file (%d bytes)", i, size)
-		}
-		if _, err := r.ReadAt(hdr, off); err != nil {
-			return bad(off, "read meta page %d: %v", i, err)
-		}
-		m := hdr[boltPageHeader:]
-		switch {
-		case binary.LittleEndian.Uint16(hdr[8:]) != boltMetaFlag:
-			metaErr = bad(off+8, "meta page %d: page flags %#x, want meta", i, binary.LittleEndian.Uint16(hdr[8:]))
-		case binary.LittleEndian.Uint32(m) != boltMagic:
-			metaErr = bad(off+boltPageHeader, "meta page %d: magic %#x, want %#x", i, binary.LittleEndian.Uint32(m), boltMagic)
-		case binary.LittleEndian.Uint32(m[4:]) != boltVersion:
-			metaErr = bad(off+boltPageHeader+4, "meta page %d: version %d, want %d", i, binary.LittleEndian.Uint32(m[4:]), boltVersion)
-		case fnv64a(m[:56]) != binary.LittleEndian.Uint64(m[56:]):
-			metaErr = bad(off+boltPageHeader+56, "meta page %d: checksum mismatch", i)
-		default:
-			if t := binary.LittleEndian.Uint64(m[48:]); t >= txid {
-				txid, hwm, rootPage = t, binary.LittleEndian.Uint64(m[40:]), binary.LittleEndian.Uint64(m[16:])
-			}
-		}
-	}
-	if hwm == 0 {
-		return metaErr
-	}
-	if int64(hwm)*pageSize > size {
-		return bad(size, "the meta page's high-water mark is page %d (%d bytes) but the image has %d bytes: truncated", hwm, int64(hwm)*pageSize, size)
-	}
-	w := &pageWalker{r: r, path: path, pageSize: pageSize, hwm: hwm, seen: map[uint64]bool{}}
-	return w.visit(rootPage, 0)
-}
-
-// pageWalker walks the b+trees of a bbolt image from the root bucket.
-type pageWalker struct {
-	r interface {
-		ReadAt([]byte, int64) (int, error)
-	}
-	path     string
-	pageSize int64
-	hwm      uint64
-	seen     map[uint64]bool
-}
-
-func (w *pageWalker) bad(off int64, format string, args ...any) *corrupt.Error {
-	return corrupt.New(w.path, off, corrupt.Damaged, fmt.Sprintf(format, args...), nil)
-}
-
-// visit checks page id (reached from the page at parentOff) and its subtree.
-func (w *pageWalker) visit(id uint64, parentOff int64) *corrupt.Error {
-	if id < 2 || id >= w.hwm {
-		return w.bad(parentOff, "reference to page %d outside 2..%d", id, w.hwm-1)
-	}
-	if w.seen[id] {
-		return w.bad(parentOff, "page %d is referenced twice", id)
-	}
-	w.seen[id] = true
-	off := int64(id) * w.pageSize
-	hdr := make([]byte, boltPageHeader)
-	if _, err := w.r.ReadAt(hdr, off); err != nil {
-		return w.bad(off, "read page %d: %v", id, err)
-	}
-	if got := binary.LittleEndian.Uint64(hdr); got != id {
-		return w.bad(off, "page %d: header says page %d", id, got)
-	}
-	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
-	if id+overflow+1 > w.hwm {
-		return w.bad(off+12, "page %d: %d overflow pages run past the high-water mark %d", id, overflow, w.hwm)
-	}
-	buf := make([]byte, int64(overflow+1)*w.pageSize)
-	if _, err := w.r.ReadAt(buf, off); err != nil {
-		return w.bad(off, "read page %d: %v", id, err)
-	}
-	return w.checkPage(buf, off, id)
-}
-
-// checkPage checks one branch or leaf page held in buf (a whole page, or an
-// inline bucket's page) found at file offset off.
-func (w *pageWalker) checkPage(buf []byte, off int64, id uint64) *corrupt.Error {
-	flags := binary.LittleEndian.Uint16(buf[8:])
-	count := int64(binary.LittleEndian.Uint16(buf[10:]))
-	span := int64(len(buf))
-	if flags != boltBranchFlag && flags != boltLeafFlag {
-		return w.bad(off+8, "page %d: page flags %#x, want branch or leaf", id, flags)
-	}
-	if boltPageHeader+count*boltElemSize > span {
-		return w.bad(off+10, "page %d: %d elements do not fit in %d bytes", id, count, span)
-	}
-	for i := int64(0); i < count; i++ {
-		eoff := boltPageHeader + i*boltElemSize
-		e := buf[eoff:]
-		if flags == boltBranchFlag {
-			pos, ks := int64(binary.LittleEndian.Uint32(e)), int64(binary.LittleEndian.Uint32(e[4:]))
-			if eoff+pos+ks > span {
-				return w.bad(off+eoff, "page %d: element %d ends at byte %d of a %d-byte page", id, i, eoff+pos+ks, span)
-			}
-			if err := w.visit(binary.LittleEndian.Uint64(e[8:]), off+eoff+8); err != nil {
-				return err
-			}
-			continue
-		}
-		eflags := binary.LittleEndian.Uint32(e)
-		pos, ks, vs := int64(binary.LittleEndian.Uint32(e[4:])), int64(binary.LittleEndian.Uint32(e[8:])), int64(binary.LittleEndian.Uint32(e[12:]))
-		end := eoff + pos + ks + vs
-		if end > span || pos < 0 {
-			return w.bad(off+eoff, "page %d: element %d ends at byte %d of a %d-byte page", id, i, end, span)
-		}
-		if eflags&1 == 0 { // a key, not a bucket
-			continue
-		}
-		voff := eoff + pos + ks
-		v := buf[voff:end]
-		if len(v) < 16 {
-			return w.bad(off+voff, "page %d: bucket element %d has a %d-byte header", id, i, len(v))
-		}
-		if root := binary.LittleEndian.Uint64(v); root != 0 {
-			if err := w.visit(root, off+voff); err != nil {
-				return err
-			}
-			continue
-		}
-		inline := v[16:]
-		if len(inline) < boltPageHeader {
-			return w.bad(off+voff+16, "page %d: inline bucket %d is %d bytes", id, i, len(inline))
-		}
-		if err := w.checkPage(inline, off+voff+16, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func fnv64a(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
 }
 
 // PointInTimeOptions configures RestorePointInTime: the target member (as
@@ -843,18 +663,14 @@ func openSourceDB(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
-// checkDBFile runs CheckDBPages over a whole db file.
+// checkDBFile walks the pages of a whole db file (boltfile.Check) and
+// returns the first damage.
 func checkDBFile(path string) error {
-	f, err := os.Open(path)
+	rep, err := boltfile.CheckFile(path, boltfile.Options{Limit: 1})
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	if cerr := CheckDBPages(f, fi.Size(), path); cerr != nil {
+	if cerr := rep.First(path); cerr != nil {
 		return cerr
 	}
 	return nil

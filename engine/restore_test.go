@@ -13,6 +13,7 @@ import (
 
 	"github.com/etckit/etckit/internal/fixture"
 	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/vfs"
 	"github.com/etckit/etckit/wal"
@@ -260,7 +261,7 @@ func TestRestoreCorrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	image := int64(len(orig) - 32)
-	if cerr := CheckDBPages(bytes.NewReader(orig), image, "x"); cerr != nil {
+	if cerr := boltfile.Check(bytes.NewReader(orig), image, boltfile.Options{}).First("x"); cerr != nil {
 		t.Fatalf("intact snapshot: %v", cerr)
 	}
 	// Find the key bucket's first leaf page holding "/small/kv/00" and damage
@@ -268,7 +269,7 @@ func TestRestoreCorrupted(t *testing.T) {
 	ps := int64(4096)
 	var leafOff int64 = -1
 	for off := 2 * ps; off < image; off += ps {
-		if bytes.Contains(orig[off:off+ps], []byte("value-00")) && orig[off+8] == boltLeafFlag {
+		if bytes.Contains(orig[off:off+ps], []byte("value-00")) && orig[off+8] == boltfile.LeafFlag {
 			leafOff = off
 			break
 		}

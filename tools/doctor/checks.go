@@ -64,7 +64,7 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	var pagesErr *dumpdb.PagesError
 	switch {
 	case err == nil:
-		if probs, err := dumpdb.MetaProblems(r.DBPath, db.Info().PageSize); err == nil {
+		if probs, err := dumpdb.MetaProblems(r.DBPath); err == nil {
 			for _, p := range probs {
 				d.add(SevError, "bbolt-meta", r.DBPath, p.Offset, "page %d: %s", p.Page, p.Detail)
 			}

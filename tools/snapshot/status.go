@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/vfs"
@@ -120,7 +120,7 @@ func ReadStatus(fsys vfs.FS, path string, lockTimeout time.Duration) (*Status, e
 		st.Trailer = "absent"
 		st.TrailerDetail = "no sha256 trailer (size is not 512k+32): a db copied from a data dir; restore needs --skip-hash-check"
 	}
-	if cerr := engine.CheckDBPages(f, image, path); cerr != nil {
+	if cerr := boltfile.Check(f, image, boltfile.Options{Limit: 1}).First(path); cerr != nil {
 		// bbolt would crash or misread on this file: stop here.
 		st.Problems = append(st.Problems, "damaged bbolt image: "+cerr.Error())
 		return st, nil
