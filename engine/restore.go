@@ -687,13 +687,9 @@ func readConsistentIndex(path string) (uint64, error) {
 	defer db.Close()
 	var ci uint64
 	err = db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket([]byte(mvcc.BucketMeta)); b != nil {
-			if v := b.Get([]byte(mvcc.MetaConsistentIndex)); v != nil {
-				if len(v) != 8 {
-					return corrupt.New(path, -1, corrupt.Damaged, fmt.Sprintf("meta/consistent_index has %d bytes, want 8", len(v)), nil)
-				}
-				ci = binary.BigEndian.Uint64(v)
-			}
+		var err error
+		if ci, _, err = mvcc.ReadConsistentIndex(tx); err != nil {
+			return corrupt.New(path, -1, corrupt.Damaged, "meta bucket", err)
 		}
 		return nil
 	})

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -240,11 +239,12 @@ func (d *doc) checkMeta(db *bolt.DB, tx *bolt.Tx, size int64) {
 		if v == nil {
 			return 0, false
 		}
-		if len(v) != 8 {
-			d.add(SevError, "meta", r.DBPath, dumpdb.FileOffset(db, size, v), "meta/%s is %d bytes, want 8", name, len(v))
+		n, err := mvcc.DecodeMetaUint64(string(name), v)
+		if err != nil {
+			d.add(SevError, "meta", r.DBPath, dumpdb.FileOffset(db, size, v), "%v", err)
 			return 0, false
 		}
-		return binary.BigEndian.Uint64(v), true
+		return n, true
 	}
 	var ok bool
 	if r.ConsistentIndex, ok = u64([]byte(mvcc.MetaConsistentIndex)); !ok {

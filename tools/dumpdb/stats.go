@@ -2,7 +2,6 @@ package dumpdb
 
 import (
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -16,43 +15,27 @@ import (
 
 // ---- hash
 
-// DBHash is etcd's whole-db hash (FORMATS §4.12): CRC-32C over every bucket
-// name and its pairs in byte order; with excludeMeta (the Hash RPC and
-// etcd-dump-db hash) meta/term, meta/consistent_index and
+// DBHash is etcd's whole-db hash (mvcc.DBHash): with excludeMeta (the Hash
+// RPC and etcd-dump-db hash) meta/term, meta/consistent_index and
 // meta/storageVersion are left out; without (etcdutl snapshot status)
 // nothing is.
 func DBHash(db *bolt.DB, excludeMeta bool, progress ...func(done int64)) (uint32, error) {
-	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	var h uint32
 	var done int64
 	err := safe(func() error {
 		return db.View(func(tx *bolt.Tx) error {
-			c := tx.Cursor()
-			for name, _ := c.First(); name != nil; name, _ = c.Next() {
-				b := tx.Bucket(name)
-				if b == nil {
-					continue
+			var err error
+			h, err = mvcc.DBHash(tx, excludeMeta, func(_, k, v []byte) error {
+				done += int64(len(k) + len(v))
+				if len(progress) > 0 {
+					progress[0](done)
 				}
-				h.Write(name)
-				isMeta := string(name) == mvcc.BucketMeta
-				if err := b.ForEach(func(k, v []byte) error {
-					if excludeMeta && isMeta && (string(k) == mvcc.MetaTerm || string(k) == mvcc.MetaConsistentIndex || string(k) == mvcc.MetaStorageVersion) {
-						return nil
-					}
-					h.Write(k)
-					h.Write(v)
-					done += int64(len(k) + len(v))
-					if len(progress) > 0 {
-						progress[0](done)
-					}
-					return nil
-				}); err != nil {
-					return err
-				}
-			}
-			return nil
+				return nil
+			})
+			return err
 		})
 	})
-	return h.Sum32(), err
+	return h, err
 }
 
 func newHash() *cobra.Command {

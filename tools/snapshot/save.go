@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -155,12 +154,11 @@ func SaveFromDataDir(fsys vfs.FS, dataDir, walDir, dst string, lockTimeout time.
 	var ci uint64
 	go func() {
 		err := b.DB().View(func(tx *bolt.Tx) error {
-			if m := tx.Bucket([]byte(mvcc.BucketMeta)); m != nil {
-				if v := m.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
-					ci = binary.BigEndian.Uint64(v)
-				}
+			var err error
+			if ci, _, err = mvcc.ReadConsistentIndex(tx); err != nil {
+				return fmt.Errorf("%s: %w", dbPath, err)
 			}
-			_, err := tx.WriteTo(pw)
+			_, err = tx.WriteTo(pw)
 			return err
 		})
 		pw.CloseWithError(err)
