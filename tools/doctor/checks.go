@@ -29,6 +29,9 @@ type Options struct {
 	Timeout  time.Duration // bbolt lock wait (0: forever)
 	Replay   bool          // apply committed entries past consistent_index on a copy
 	Progress io.Writer     // progress bar (drawn only on a terminal); nil: none
+	// FS holds the WAL and the .snap files (default vfs.OS{}); bbolt reads
+	// the db on disk.
+	FS vfs.FS
 }
 
 type doc struct {
@@ -52,7 +55,10 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(dirs.DataDir); err != nil || !fi.IsDir() {
+	if opts.FS == nil {
+		opts.FS = vfs.OS{}
+	}
+	if fi, err := opts.FS.Stat(dirs.DataDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("data directory %s: not a directory (%v)", dirs.DataDir, err)
 	}
 	r := &Report{WALDir: walDir, SnapDir: dirs.Snap(), DBPath: dirs.DB(), Revision: 1, CompactRev: -1}
@@ -104,10 +110,10 @@ func (d *doc) checkWAL() {
 	r := d.r
 	var p *cli.Progress
 	starts, total := map[string]int64{}, int64(0)
-	if names, err := os.ReadDir(r.WALDir); err == nil {
+	if names, err := d.opts.FS.ReadDirNames(r.WALDir); err == nil {
 		for _, n := range names {
-			if fi, err := n.Info(); err == nil && filepath.Ext(n.Name()) == ".wal" {
-				starts[n.Name()] = total
+			if fi, err := d.opts.FS.Stat(filepath.Join(r.WALDir, n)); err == nil && filepath.Ext(n) == ".wal" {
+				starts[n] = total
 				total += fi.Size()
 			}
 		}
@@ -116,7 +122,7 @@ func (d *doc) checkWAL() {
 		p = cli.NewProgress(d.opts.Progress, "doctor: wal", total)
 		defer p.Done()
 	}
-	rep, err := walverify.VerifyWithProgress(vfs.OS{}, r.WALDir, r.SnapDir, func(seg string, off int64) { p.Update(starts[seg] + off) })
+	rep, err := walverify.VerifyWithProgress(d.opts.FS, r.WALDir, r.SnapDir, func(seg string, off int64) { p.Update(starts[seg] + off) })
 	if err != nil {
 		d.add(SevError, "wal", r.WALDir, -1, "cannot read the WAL: %v", err)
 		return
@@ -160,7 +166,7 @@ func (d *doc) checkSnap() {
 	if len(pts) == 0 {
 		return
 	}
-	s, p, _, err := snap.LoadNewest(vfs.OS{}, r.SnapDir, pts)
+	s, p, _, err := snap.LoadNewest(d.opts.FS, r.SnapDir, pts)
 	if err != nil {
 		return // walverify reported missing or broken files
 	}
@@ -431,7 +437,7 @@ func (d *doc) cross() {
 		}
 		if r.SnapshotIndex > 0 && r.ConsistentIndex < r.SnapshotIndex {
 			sdb := filepath.Join(r.SnapDir, snap.DBFileName(r.SnapshotIndex))
-			if _, err := os.Stat(sdb); err == nil {
+			if _, err := d.opts.FS.Stat(sdb); err == nil {
 				d.add(SevInfo, "consistent-index", r.DBPath, -1, "consistent_index %d is older than the WAL snapshot at %d; etcd replaces the db by %s at boot", r.ConsistentIndex, r.SnapshotIndex, sdb)
 			} else {
 				d.add(SevError, "consistent-index", r.DBPath, -1,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -90,7 +89,7 @@ const Fields cli.Format = "fields"
 
 // ReadStatus inspects the snapshot or db file at path without changing it.
 func ReadStatus(fsys vfs.FS, path string, lockTimeout time.Duration) (*Status, error) {
-	f, err := os.Open(path)
+	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, cli.Usage("snapshot status: %v", err)
 	}
