@@ -45,16 +45,11 @@ func openSourceDB(path string) (*bolt.DB, error) {
 // checkDBFile walks the pages of a whole db file (boltfile.Check) and
 // returns the first damage.
 func checkDBFile(fsys vfs.FS, path string) error {
-	f, err := fsys.Open(path)
+	rep, err := boltfile.CheckFile(fsys, path, boltfile.Options{Limit: 1})
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	if cerr := boltfile.Check(f, fi.Size(), boltfile.Options{Limit: 1}).First(path); cerr != nil {
+	if cerr := rep.First(path); cerr != nil {
 		return cerr
 	}
 	return nil

@@ -46,6 +46,7 @@ import (
 	"os"
 
 	"github.com/etckit/etckit/corrupt"
+	"github.com/etckit/etckit/vfs"
 )
 
 // Layout constants.
@@ -241,18 +242,31 @@ func Check(r io.ReaderAt, size int64, opts Options) *Report {
 	return rep
 }
 
-// CheckFile runs Check over the whole file at path.
-func CheckFile(path string, opts Options) (*Report, error) {
-	f, err := os.Open(path)
+// CheckFile runs Check over the whole file at path in fsys.
+func CheckFile(fsys vfs.FS, path string, opts Options) (rep *Report, err error) {
+	err = readFile(fsys, path, func(r io.ReaderAt, size int64) { rep = Check(r, size, opts) })
+	return rep, err
+}
+
+// ReadMetaFile runs ReadMeta over the whole file at path in fsys.
+func ReadMetaFile(fsys vfs.FS, path string) (meta Meta, ok bool, rejected []Problem, err error) {
+	err = readFile(fsys, path, func(r io.ReaderAt, size int64) { meta, ok, rejected = ReadMeta(r, size) })
+	return meta, ok, rejected, err
+}
+
+// readFile calls fn with the file at path and its size.
+func readFile(fsys vfs.FS, path string, fn func(r io.ReaderAt, size int64)) error {
+	f, err := fsys.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return Check(f, fi.Size(), opts), nil
+	fn(f, fi.Size())
+	return nil
 }
 
 // ReadHeader reads the header of page id.

@@ -2,11 +2,11 @@ package dumpdb
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/vfs"
 )
 
 // PageProblem is a damaged page found by CheckPages or MetaProblems.
@@ -22,7 +22,7 @@ func CheckPages(path string, progress ...func(done int64)) ([]PageProblem, error
 	if len(progress) > 0 {
 		opts.Progress = progress[0]
 	}
-	rep, err := boltfile.CheckFile(path, opts)
+	rep, err := boltfile.CheckFile(vfs.OS{}, path, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -60,15 +60,6 @@ func pagesError(path string, probs []PageProblem) error {
 // and reads the tree that page names; when the rejected page was the newer
 // one, that is the state before the last commit.
 func MetaProblems(path string) ([]PageProblem, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	_, _, rejected := boltfile.ReadMeta(f, fi.Size())
-	return rejected, nil
+	_, _, rejected, err := boltfile.ReadMetaFile(vfs.OS{}, path)
+	return rejected, err
 }
