@@ -40,10 +40,14 @@ var knownFeatures = map[string]featureSpec{
 }
 
 // experimentalFeatureFlags are etcd 3.6's boolean flags that set a gate
-// (features.ExperimentalFlagToFeatureMap), those etckit has.
+// (features.ExperimentalFlagToFeatureMap).
 var experimentalFeatureFlags = map[string]string{
-	"experimental-enable-lease-checkpoint":         featureLeaseCheckpoint,
-	"experimental-enable-lease-checkpoint-persist": featureLeaseCheckpointPersist,
+	"experimental-enable-lease-checkpoint":           featureLeaseCheckpoint,
+	"experimental-enable-lease-checkpoint-persist":   featureLeaseCheckpointPersist,
+	"experimental-stop-grpc-service-on-defrag":       "StopGRPCServiceOnDefrag",
+	"experimental-initial-corrupt-check":             "InitialCorruptCheck",
+	"experimental-compact-hash-check-enabled":        "CompactHashCheck",
+	"experimental-txn-mode-write-with-shared-buffer": "TxnModeWriteWithSharedBuffer",
 }
 
 // featureGates is etcd's --feature-gates value (pkg/featuregate, a copy of

@@ -91,7 +91,7 @@ func (s *Server) startPeer() error {
 		if pu.Scheme != "http" && pu.Scheme != "https" {
 			return fmt.Errorf("server: --listen-peer-urls %q: only http and https are supported", u)
 		}
-		l, err := net.Listen("tcp", pu.Host)
+		l, err := s.cfg.listenOn("tcp", pu.Host)
 		if err != nil {
 			return fmt.Errorf("server: listen %s: %w", u, err)
 		}

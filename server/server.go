@@ -156,6 +156,24 @@ type Config struct {
 	// (default 5 s; negative: never).
 	DowngradeCheckTime time.Duration
 
+	// RaftReadTimeout and RaftWriteTimeout are --raft-read-timeout and
+	// --raft-write-timeout: the peer connections' I/O deadlines (etcd's
+	// rafthttp globals; below the 5 s default they are raised to it, as
+	// etcd does). Process-wide, as in etcd; set by Run.
+	RaftReadTimeout, RaftWriteTimeout time.Duration
+	// SocketReusePort and SocketReuseAddress are --socket-reuse-port and
+	// --socket-reuse-address: SO_REUSEPORT / SO_REUSEADDR on the client
+	// and peer listeners.
+	SocketReusePort, SocketReuseAddress bool
+	// EnablePprof is --enable-pprof: Go's profiles under /debug/pprof/ on
+	// the client HTTP listeners.
+	EnablePprof bool
+	// CORS and HostWhitelist are --cors and --host-whitelist for the
+	// client HTTP endpoints (empty or "*": any).
+	CORS, HostWhitelist []string
+	// AutoCompaction is --auto-compaction-mode/--auto-compaction-retention.
+	AutoCompaction AutoCompaction
+
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 	// serviceRegister adds gRPC services to the client server (tests).
@@ -442,6 +460,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LeaseCheckpoint {
 		s.wg.Add(1)
 		go s.checkpointLoop()
+	}
+	if cfg.AutoCompaction.enabled() {
+		s.wg.Add(1)
+		go s.compactorLoop()
 	}
 	s.wg.Add(7)
 	go s.versionLoop()

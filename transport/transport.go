@@ -50,15 +50,23 @@ var (
 	errStreamReaderClosed = errors.New("stream reader is stopped")
 )
 
+// ConnReadTimeout and ConnWriteTimeout are the peer connections' I/O
+// deadlines, etcd's rafthttp globals of the same names, which etcd's
+// --raft-read-timeout and --raft-write-timeout set (process-wide).
+var (
+	ConnReadTimeout  = DefaultConnReadTimeout
+	ConnWriteTimeout = DefaultConnWriteTimeout
+)
+
 // Timings and sizes, as etcd's rafthttp.
 const (
-	ConnReadTimeout   = 5 * time.Second
-	ConnWriteTimeout  = 5 * time.Second
-	streamBufSize     = 4096
-	recvBufSize       = 4096
-	pipelineBufSize   = 64
-	connPerPipeline   = 4
-	dialRetryInterval = 100 * time.Millisecond
+	DefaultConnReadTimeout  = 5 * time.Second
+	DefaultConnWriteTimeout = 5 * time.Second
+	streamBufSize           = 4096
+	recvBufSize             = 4096
+	pipelineBufSize         = 64
+	connPerPipeline         = 4
+	dialRetryInterval       = 100 * time.Millisecond
 	// tlsHandshakeTimeout bounds a TLS handshake with a peer.
 	tlsHandshakeTimeout = 10 * time.Second
 	// MinClusterVersion is what etcd 3.x sends as X-Min-Cluster-Version.
