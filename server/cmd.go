@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -338,6 +340,8 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		CORS:               f.compat.cors,
 		HostWhitelist:      f.compat.hostWhitelist,
 		AutoCompaction:     autoCompact,
+
+		BootstrapDefragThresholdMegabytes: f.compat.bootstrapDefragThresholdMB,
 	}, nil
 }
 
@@ -397,6 +401,7 @@ func disabledIfZero(d time.Duration) time.Duration {
 // the member stops on an error; then it shuts down cleanly.
 func Run(ctx context.Context, cfg Config) error {
 	setRaftTimeouts(cfg)
+	logStarting(cfg)
 	s, err := New(cfg)
 	if err != nil {
 		return err
@@ -439,4 +444,36 @@ func setRaftTimeouts(cfg Config) {
 			transport.ConnWriteTimeout = cfg.RaftWriteTimeout
 		}
 	}
+}
+
+// logStarting is etcd's "starting an etcd server" line (embed.print),
+// which etcd's e2e tests read (e.g. "snapshot-catchup-entries":1000 and
+// "v2-deprecation":"write-only"), with the fields etckit has.
+func logStarting(cfg Config) {
+	if cfg.Logger == nil {
+		return
+	}
+	walDir := cfg.Engine.WALDir
+	memberDir := filepath.Join(cfg.Engine.DataDir, "member")
+	hb := cfg.TickInterval
+	cors, hosts := cfg.CORS, cfg.HostWhitelist
+	cfg.Logger.Info("starting an etcd server",
+		"etcd-version", Version, "git-sha", "etckit", "go-version", runtime.Version(), "go-os", runtime.GOOS, "go-arch", runtime.GOARCH,
+		"max-cpu-set", runtime.GOMAXPROCS(0), "max-cpu-available", runtime.NumCPU(),
+		"name", cfg.Engine.Name, "data-dir", cfg.Engine.DataDir, "wal-dir", walDir, "member-dir", memberDir,
+		"force-new-cluster", cfg.ForceNewCluster,
+		"heartbeat-interval", hb.String(), "election-timeout", (time.Duration(cfg.ElectionTicks) * hb).String(),
+		"initial-election-tick-advance", !cfg.DisableInitialElectionTickAdvance,
+		"snapshot-count", cfg.Engine.SnapshotCount, "max-wals", cfg.Engine.MaxWALs, "max-snapshots", cfg.Engine.MaxSnapshots,
+		"snapshot-catchup-entries", cfg.Engine.CatchUpEntries,
+		"initial-advertise-peer-urls", cfg.Engine.InitialAdvertisePeerURLs, "listen-peer-urls", cfg.ListenPeerURLs,
+		"advertise-client-urls", cfg.AdvertiseClientURLs, "listen-client-urls", cfg.ListenClientURLs,
+		"listen-metrics-urls", cfg.ListenMetricsURLs, "cors", cors, "host-whitelist", hosts,
+		"initial-cluster", cfg.Engine.InitialCluster, "initial-cluster-state", cfg.InitialClusterState,
+		"initial-cluster-token", cfg.Engine.InitialClusterToken, "quota-backend-bytes", cfg.QuotaBackendBytes,
+		"max-request-bytes", cfg.MaxRequestBytes, "max-concurrent-streams", cfg.MaxConcurrentStreams,
+		"pre-vote", !cfg.DisablePreVote,
+		"auto-compaction-mode", cfg.AutoCompaction.Mode, "auto-compaction-retention", cfg.AutoCompaction.Period.String(),
+		"downgrade-check-interval", cfg.DowngradeCheckTime.String(), "max-learners", cfg.Engine.MaxLearners,
+		"v2-deprecation", "write-only")
 }

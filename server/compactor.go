@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -137,4 +138,40 @@ func (s *Server) compactorLoop() {
 		lastRevision, lastSuccess = rev, time.Now()
 		s.log.Info("completed auto periodic compaction", "revision", rev, "compact-period", period.String(), "took", time.Since(start).String())
 	}
+}
+
+// maybeDefragBackend is etcd's (etcdserver/bootstrap.go): with
+// --bootstrap-defrag-threshold-megabytes, defragment the db at start if
+// that frees at least the threshold.
+func (s *Server) maybeDefragBackend() error {
+	size, inUse := s.dbSize()
+	threshold := s.cfg.BootstrapDefragThresholdMegabytes * 1024 * 1024
+	if uint(size-inUse) < threshold {
+		s.log.Info("Skipping defragmentation",
+			"current-db-size-bytes", size, "current-db-size", humanBytes(uint64(size)),
+			"current-db-size-in-use-bytes", inUse, "current-db-size-in-use", humanBytes(uint64(inUse)),
+			"bootstrap-defrag-threshold-bytes", threshold, "bootstrap-defrag-threshold", humanBytes(uint64(threshold)))
+		return nil
+	}
+	s.log.Info("starting defragment")
+	st, err := s.eng.Store().Backend().Defrag()
+	if err != nil {
+		return fmt.Errorf("server: bootstrap defragmentation: %w", err)
+	}
+	s.log.Info("finished defragment", "size-before", st.SizeBefore, "size-after", st.SizeAfter, "took", st.Took)
+	return nil
+}
+
+// humanBytes is go-humanize's Bytes, which etcd's logs use (SI units).
+func humanBytes(n uint64) string {
+	if n < 10 {
+		return fmt.Sprintf("%d B", n)
+	}
+	units := []string{"B", "kB", "MB", "GB", "TB", "PB", "EB"}
+	e := math.Floor(math.Log(float64(n)) / math.Log(1000))
+	val := math.Floor(float64(n)/math.Pow(1000, e)*10+0.5) / 10
+	if val < 10 {
+		return fmt.Sprintf("%.1f %s", val, units[int(e)])
+	}
+	return fmt.Sprintf("%.0f %s", val, units[int(e)])
 }

@@ -27,7 +27,6 @@ import (
 // noEffectFlags: flag -> why it has no effect in etckit.
 var noEffectFlags = map[string]string{
 	"backend-bbolt-freelist-type":                 "etckit's backend keeps bbolt's default freelist; the file format is the same with either",
-	"bootstrap-defrag-threshold-megabytes":        "no defragmentation at start; `etcdctl defrag` works",
 	"corrupt-check-time":                          "no periodic corruption check; `etcdctl endpoint hashkv` compares members",
 	"compact-hash-check-time":                     "no compaction hash check between members (feature gate CompactHashCheck)",
 	"enable-distributed-tracing":                  "no OpenTelemetry tracing",
@@ -158,6 +157,7 @@ type compatFlags struct {
 	experimentalWarningUnaryRequestDur time.Duration
 	discoveryFallback                  string
 	v2Deprecation                      string
+	bootstrapDefragThresholdMB         uint
 }
 
 // addCompatFlags defines the etcd flags cmd.go does not, with etcd's
@@ -188,7 +188,7 @@ func addCompatFlags(fs *pflag.FlagSet, c *compatFlags) {
 
 	// Accepted, no effect (noEffectFlags), with etcd's defaults.
 	fs.String("backend-bbolt-freelist-type", "", "BackendFreelistType specifies the type of freelist that boltdb backend uses(array and map are supported types)")
-	fs.Uint("bootstrap-defrag-threshold-megabytes", 0, "Enable the defrag during etcd server bootstrap on condition that it will free at least the provided threshold of disk space. Needs to be set to non-zero value to take effect.")
+	fs.UintVar(&c.bootstrapDefragThresholdMB, "bootstrap-defrag-threshold-megabytes", 0, "Enable the defrag during etcd server bootstrap on condition that it will free at least the provided threshold of disk space. Needs to be set to non-zero value to take effect.")
 	fs.Duration("corrupt-check-time", 0, "Duration of time between cluster corruption check passes.")
 	fs.Bool("enable-distributed-tracing", false, "Enable distributed tracing using OpenTelemetry Tracing.")
 	fs.String("distributed-tracing-address", "localhost:4317", "Address for distributed tracing used for OpenTelemetry Tracing (if enabled with enable-distributed-tracing flag).")

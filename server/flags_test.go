@@ -552,3 +552,64 @@ func etcdserverpbKV(t *testing.T, addr string) etcdserverpb.KVClient {
 	t.Cleanup(func() { conn.Close() })
 	return etcdserverpb.NewKVClient(conn)
 }
+
+// TestBootstrapDefrag: --bootstrap-defrag-threshold-megabytes, as etcd:
+// at start the db is defragmented when that frees at least the
+// threshold, else "Skipping defragmentation" is logged; and `serve` logs
+// etcd's "starting an etcd server" line with the fields etcd's e2e tests
+// read.
+func TestBootstrapDefrag(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "d")
+	start := func(threshold string) (*Server, *lockedBuffer) {
+		log := &lockedBuffer{}
+		cfg, err := ConfigFromArgs([]string{"--data-dir=" + data, "--listen-client-urls=http://127.0.0.1:0", "--listen-peer-urls=",
+			"--initial-advertise-peer-urls=http://127.0.0.1:2380", "--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100",
+			"--bootstrap-defrag-threshold-megabytes=" + threshold, "--snapshot-catchup-entries=1000"}, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logStarting(cfg)
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Serve(); err != nil {
+			s.Stop()
+			t.Fatal(err)
+		}
+		<-s.Ready()
+		return s, log
+	}
+	s, log := start("1000")
+	for _, w := range []string{`"msg":"Skipping defragmentation"`, `"msg":"starting an etcd server"`, `"snapshot-catchup-entries":1000`, `"v2-deprecation":"write-only"`} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("no %s in the log:\n%s", w, log.String())
+		}
+	}
+	kv := etcdserverpbKV(t, s.ClientAddrs()[0])
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("x"), 100*1024)
+	for i := range 30 {
+		if _, err := kv.Put(ctx, &etcdserverpb.PutRequest{Key: fmt.Appendf(nil, "k%d", i), Value: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := kv.DeleteRange(ctx, &etcdserverpb.DeleteRangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Compact(ctx, &etcdserverpb.CompactionRequest{Revision: resp.Header.Revision, Physical: true}); err != nil {
+		t.Fatal(err)
+	}
+	before, inUse := s.dbSize()
+	s.Stop()
+	if before-inUse < 1024*1024 {
+		t.Fatalf("only %d bytes to free", before-inUse)
+	}
+	s, log = start("1")
+	defer s.Stop()
+	after, _ := s.dbSize()
+	if !strings.Contains(log.String(), `"msg":"finished defragment"`) || after >= before-1024*1024 {
+		t.Fatalf("db %d bytes before, %d after; log:\n%s", before, after, log.String())
+	}
+}

@@ -173,6 +173,10 @@ type Config struct {
 	CORS, HostWhitelist []string
 	// AutoCompaction is --auto-compaction-mode/--auto-compaction-retention.
 	AutoCompaction AutoCompaction
+	// BootstrapDefragThresholdMegabytes is
+	// --bootstrap-defrag-threshold-megabytes: at start, the db is
+	// defragmented when that much space or more would be freed (0: never).
+	BootstrapDefragThresholdMegabytes uint
 
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
@@ -421,6 +425,12 @@ func New(cfg Config) (*Server, error) {
 	srv = s
 	s.applied, _ = eng.Applied()
 	s.term.Store(eng.Term())
+	if cfg.BootstrapDefragThresholdMegabytes > 0 {
+		if err := s.maybeDefragBackend(); err != nil {
+			_ = eng.Close()
+			return nil, err
+		}
+	}
 	rc := &raft.Config{
 		ID:                        eng.ID(),
 		ElectionTick:              cfg.ElectionTicks,
