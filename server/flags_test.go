@@ -613,3 +613,39 @@ func TestBootstrapDefrag(t *testing.T) {
 		t.Fatalf("db %d bytes before, %d after; log:\n%s", before, after, log.String())
 	}
 }
+
+// TestUnixPeerURL: a member listens on a unix peer URL, as etcd's
+// TestEtcdUnixPeers starts one (the socket path is the URL's host).
+func TestUnixPeerURL(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "peer.sock")
+	peer := "unix://" + sock
+	cfg, err := ConfigFromArgs([]string{"--data-dir=" + filepath.Join(dir, "d"), "--name=e1", "--listen-client-urls=http://127.0.0.1:0",
+		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer, "--initial-cluster=e1=" + peer,
+		"--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		s.Stop()
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	<-s.Ready()
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Get("http://peer/version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"etcdserver":"3.7.3"`) {
+		t.Fatalf("peer /version over the unix socket: %d %s", resp.StatusCode, b)
+	}
+}

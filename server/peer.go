@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -84,19 +83,20 @@ func (s *Server) startPeer() error {
 	var tlsCfg *tls.Config
 	var checks []connCheck
 	for _, u := range s.cfg.ListenPeerURLs {
-		pu, err := url.Parse(u)
+		pu, err := parseListenURL("--listen-peer-urls", u)
 		if err != nil {
-			return fmt.Errorf("server: --listen-peer-urls %q: %w", u, err)
+			return err
 		}
-		if pu.Scheme != "http" && pu.Scheme != "https" {
-			return fmt.Errorf("server: --listen-peer-urls %q: only http and https are supported", u)
-		}
-		l, err := s.cfg.listenOn("tcp", pu.Host)
+		// unix and unixs peer URLs are listened on as etcd does (the
+		// socket path is the URL's host); etckit's peer transport dials
+		// http and https peers only.
+		network, addr, secure := resolveURL(pu)
+		l, err := s.cfg.listenOn(network, addr)
 		if err != nil {
 			return fmt.Errorf("server: listen %s: %w", u, err)
 		}
 		l = &deadlineListener{Listener: l}
-		if pu.Scheme == "https" {
+		if secure {
 			if tlsCfg == nil {
 				if tlsCfg, err = s.cfg.PeerTLS.serverConfig(s.log); err != nil {
 					_ = l.Close()
