@@ -250,6 +250,8 @@ peer-transport-security:
   auto-tls: true
   allowed-cn: [peer]
   skip-client-san-verification: true
+discovery-srv:
+metrics: extensive
 unknown-key: ignored
 `
 
