@@ -342,6 +342,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		AutoCompaction:     autoCompact,
 
 		BootstrapDefragThresholdMegabytes: f.compat.bootstrapDefragThresholdMB,
+		WarningUnaryRequestDuration:       f.compat.warningUnaryRequestDuration,
 	}, nil
 }
 

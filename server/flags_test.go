@@ -649,3 +649,43 @@ func TestUnixPeerURL(t *testing.T) {
 		t.Fatalf("peer /version over the unix socket: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestSlowRequestWarning: --warning-unary-request-duration, as etcd's
+// log interceptor: a unary request slower than it is logged as a warning
+// "request stats" with etcd's fields; faster ones are not (at info level).
+func TestSlowRequestWarning(t *testing.T) {
+	for _, tc := range []struct {
+		threshold string
+		warned    bool
+	}{{"1ns", true}, {"1h", false}} {
+		log := &lockedBuffer{}
+		cfg, err := ConfigFromArgs([]string{"--data-dir=" + filepath.Join(t.TempDir(), "d"), "--listen-client-urls=http://127.0.0.1:0", "--listen-peer-urls=",
+			"--initial-advertise-peer-urls=http://127.0.0.1:2380", "--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100",
+			"--warning-unary-request-duration=" + tc.threshold}, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Serve(); err != nil {
+			s.Stop()
+			t.Fatal(err)
+		}
+		<-s.Ready()
+		kv := etcdserverpbKV(t, s.ClientAddrs()[0])
+		if _, err := kv.Put(context.Background(), &etcdserverpb.PutRequest{Key: []byte("k"), Value: []byte("secret")}); err != nil {
+			t.Fatal(err)
+		}
+		s.Stop()
+		got := strings.Contains(log.String(), `"level":"WARN","msg":"request stats"`)
+		if got != tc.warned {
+			t.Errorf("threshold %s: warned %v; log:\n%s", tc.threshold, got, log.String())
+		}
+		if got && (!strings.Contains(log.String(), `"response type":"/etcdserverpb.KV/Put"`) || !strings.Contains(log.String(), `"request count":1`) ||
+			strings.Contains(log.String(), "secret")) {
+			t.Errorf("request stats fields (the value must be left out, as etcd's loggable request):\n%s", log.String())
+		}
+	}
+}

@@ -173,6 +173,10 @@ type Config struct {
 	CORS, HostWhitelist []string
 	// AutoCompaction is --auto-compaction-mode/--auto-compaction-retention.
 	AutoCompaction AutoCompaction
+	// WarningUnaryRequestDuration is --warning-unary-request-duration: a
+	// unary request slower than that is logged ("request stats"; default
+	// 300ms).
+	WarningUnaryRequestDuration time.Duration
 	// BootstrapDefragThresholdMegabytes is
 	// --bootstrap-defrag-threshold-megabytes: at start, the db is
 	// defragmented when that much space or more would be freed (0: never).
@@ -217,6 +221,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.WarningUnaryRequestDuration <= 0 {
+		c.WarningUnaryRequestDuration = 300 * time.Millisecond
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = 10 * time.Minute
