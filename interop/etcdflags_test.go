@@ -422,3 +422,23 @@ func TestEnvVsEtcd(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryFeatureGateKnown: every server feature gate of etcd 3.7.3
+// (features.DefaultEtcdServerFeatureGates) is one `--feature-gates` of
+// etckit takes, with etcd's default (an explicit default changes nothing
+// of what the gates print).
+func TestEveryFeatureGateKnown(t *testing.T) {
+	for name, spec := range features.DefaultEtcdServerFeatureGates {
+		v := fmt.Sprintf("%s=%v", name, spec.Default)
+		if name == features.LeaseCheckpointPersist {
+			v += ",LeaseCheckpoint=true"
+		}
+		if _, err := server.ConfigFromArgs([]string{"--feature-gates=" + v}, nil, io.Discard); err != nil {
+			t.Errorf("--feature-gates=%s: %v", v, err)
+		}
+		cmd := server.NewCommand()
+		if !strings.Contains(cmd.Flags().Lookup("feature-gates").Usage, fmt.Sprintf("%s=true|false (%s - default=%v)", name, spec.PreRelease, spec.Default)) {
+			t.Errorf("--feature-gates' help lacks %s (%s - default=%v)", name, spec.PreRelease, spec.Default)
+		}
+	}
+}

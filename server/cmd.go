@@ -343,6 +343,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 
 		BootstrapDefragThresholdMegabytes: f.compat.bootstrapDefragThresholdMB,
 		WarningUnaryRequestDuration:       f.compat.warningUnaryRequestDuration,
+		SetMemberLocalAddr:                f.featureGates.Enabled("SetMemberLocalAddr"),
 	}, nil
 }
 

@@ -689,3 +689,41 @@ func TestSlowRequestWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestSetMemberLocalAddr: the feature gate SetMemberLocalAddr, as etcd's
+// InferLocalAddr: peers are dialed from the first advertised peer IP that
+// is neither loopback nor unspecified.
+func TestSetMemberLocalAddr(t *testing.T) {
+	cfg, err := ConfigFromArgs([]string{"--feature-gates=SetMemberLocalAddr=true",
+		"--initial-advertise-peer-urls=https://127.0.0.1:2380,https://[::]:2380,https://10.1.2.3:2380,https://10.9.9.9:2380",
+		"--initial-cluster=default=https://127.0.0.1:2380,default=https://[::]:2380,default=https://10.1.2.3:2380,default=https://10.9.9.9:2380"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.inferLocalAddr(); got != "10.1.2.3" {
+		t.Errorf("local address %q", got)
+	}
+	cfg.SetMemberLocalAddr = false
+	if got := cfg.inferLocalAddr(); got != "" {
+		t.Errorf("without the gate: %q", got)
+	}
+	// The peer client dials from the local address.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	remote := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { remote <- r.RemoteAddr })}
+	go srv.Serve(l)
+	defer srv.Close()
+	c := &http.Client{Transport: newPeerRoundTripper(nil, time.Second, "127.0.0.2")}
+	resp, err := c.Get("http://" + l.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if host, _, _ := net.SplitHostPort(<-remote); host != "127.0.0.2" {
+		t.Errorf("dialed from %s, want 127.0.0.2", host)
+	}
+}

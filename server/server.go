@@ -177,6 +177,9 @@ type Config struct {
 	// unary request slower than that is logged ("request stats"; default
 	// 300ms).
 	WarningUnaryRequestDuration time.Duration
+	// SetMemberLocalAddr is etcd's feature gate SetMemberLocalAddr: peers
+	// are dialed from the advertised peer IP (inferLocalAddr).
+	SetMemberLocalAddr bool
 	// BootstrapDefragThresholdMegabytes is
 	// --bootstrap-defrag-threshold-megabytes: at start, the db is
 	// defragmented when that much space or more would be freed (0: never).
@@ -288,6 +291,9 @@ type Server struct {
 
 	metrics *metrics
 
+	// localAddr is the IP peers are dialed from (SetMemberLocalAddr).
+	localAddr string
+
 	// commitInterval: the server commits the backend itself (etcd's
 	// batch interval) so that every commit's duration is observed; the
 	// backend's own timer is pushed out of the way.
@@ -354,6 +360,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: peer TLS: %w", err)
 	}
+	localAddr := cfg.inferLocalAddr()
 	var joined *joinInfo
 	if cfg.InitialClusterState == "existing" {
 		walDir := cfg.Engine.WALDir
@@ -366,13 +373,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		if !wal.Exist(fsys, walDir) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			join, err := discoverCluster(ctx, cfg, &http.Client{Timeout: 2 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())})
+			join, err := discoverCluster(ctx, cfg, &http.Client{Timeout: 2 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout(), localAddr)})
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", err)
 			}
 			ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-			ok := checkClusterCompatible(ctx, cfg.Logger, &http.Client{Timeout: cfg.reqTimeoutOrDefault(), Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())}, join.members, join.memberID)
+			ok := checkClusterCompatible(ctx, cfg.Logger, &http.Client{Timeout: cfg.reqTimeoutOrDefault(), Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout(), localAddr)}, join.members, join.memberID)
 			cancel()
 			if !ok {
 				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", errIncompatibleCluster)
@@ -425,8 +432,9 @@ func New(cfg Config) (*Server, error) {
 		msgc:           make(chan *raftpb.Message, 1024),
 		reportc:        make(chan func(), 256),
 		snapc:          make(chan *raftpb.Message, 16),
-		peerClient:     &http.Client{Timeout: 10 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())},
+		peerClient:     &http.Client{Timeout: 10 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout(), localAddr)},
 		peerDial:       peerDial,
+		localAddr:      localAddr,
 		leaderStreams:  leaderStreams{cancels: map[*cancelStream]struct{}{}},
 	}
 	srv = s

@@ -87,6 +87,9 @@ type Config struct {
 	// certificate to present, the trusted CA); nil: Go's defaults. It
 	// must offer no ALPN protocol: peers speak HTTP/1.1.
 	TLSClientConfig *tls.Config
+	// LocalAddr, when set, is the IP peer connections are dialed from
+	// (etcd's feature gate SetMemberLocalAddr).
+	LocalAddr string
 	// Snapshots receives and opens db snapshots; nil refuses them.
 	Snapshots SnapshotStore
 	// OnCritical is called once when a peer says this member was removed.
@@ -123,6 +126,9 @@ func New(cfg Config) *Transport {
 	}
 	t := &Transport{cfg: cfg, log: cfg.Logger, peers: map[uint64]*peer{}, remotes: map[uint64]*peer{}}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if ip := net.ParseIP(cfg.LocalAddr); ip != nil {
+		dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	}
 	t.streamClient = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
