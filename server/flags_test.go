@@ -727,3 +727,17 @@ func TestSetMemberLocalAddr(t *testing.T) {
 		t.Errorf("dialed from %s, want 127.0.0.2", host)
 	}
 }
+
+// TestSingleDashFlags: etcd's flags with one dash, as Go's flag package
+// (etcd's) takes them.
+func TestSingleDashFlags(t *testing.T) {
+	got := NormalizeArgs([]string{"-name", "x", "-snapshot-count=5", "-v", "-h", "--max-txn-ops=3", "-nope", "--", "-name"})
+	want := []string{"--name", "x", "--snapshot-count=5", "--v", "-h", "--max-txn-ops=3", "-nope", "--", "-name"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%q, want %q", got, want)
+	}
+	cfg, err := ConfigFromArgs([]string{"-name", "one", "-snapshot-count=5"}, nil, io.Discard)
+	if err != nil || cfg.Engine.Name != "one" || cfg.Engine.SnapshotCount != 5 {
+		t.Fatalf("%+v %v", cfg.Engine, err)
+	}
+}

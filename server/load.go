@@ -31,7 +31,7 @@ func PrintVersion(w io.Writer) { printVersion(w) }
 func ConfigFromArgs(args, environ []string, stderr io.Writer) (Config, error) {
 	cmd, f := newCommand()
 	cmd.SetErr(stderr)
-	if err := cmd.ParseFlags(args); err != nil {
+	if err := cmd.ParseFlags(NormalizeArgs(args)); err != nil {
 		return Config{}, err
 	}
 	if rest := cmd.Flags().Args(); len(rest) > 0 {
@@ -146,4 +146,25 @@ func setFlagsFromEnv(fs *pflag.FlagSet, environ []string, lg *slog.Logger) error
 // flagToEnv is etcd's flags.FlagToEnv("ETCD", name).
 func flagToEnv(name string) string {
 	return "ETCD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// NormalizeArgs rewrites etcd's single-dash long flags (-name x, which Go's
+// flag package takes as etcd does) as pflag's --name x; other args stay.
+func NormalizeArgs(args []string) []string {
+	cmd, _ := newCommand()
+	fs := cmd.Flags()
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(a) > 1 {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if fs.Lookup(name) != nil && (len(name) > 1 || fs.ShorthandLookup(name) == nil) {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -46,7 +46,12 @@ func newRoot() *cobra.Command {
 }
 
 func main() {
-	err := newRoot().Execute()
+	root := newRoot()
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		// etcd's flags also come with one dash (Go's flag package).
+		root.SetArgs(append([]string{"serve"}, server.NormalizeArgs(os.Args[2:])...))
+	}
+	err := root.Execute()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "etckit:", err)
 	}

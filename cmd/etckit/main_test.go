@@ -56,6 +56,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"nope"}, 2, ""},
 		{[]string{"--version"}, 0, "etcd Version: 3.7.3\nGit SHA: etckit\nGo Version: go"},
 		{[]string{"serve", "--version"}, 0, "etcd Version: 3.7.3\nGit SHA: etckit\nGo Version: go"},
+		{[]string{"serve", "-version"}, 0, "etcd Version: 3.7.3\nGit SHA: etckit\nGo Version: go"},
 	} {
 		out, stderr, code := etckit(t, c.args...)
 		if code != c.code || !strings.Contains(out, c.out) {
