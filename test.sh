@@ -58,7 +58,7 @@ Test(Defragment|HashKV|Status)With(No|Invalid|Root|User)Auth[A-Za-z]*/$cases" co
       conformance/run.sh
     echo "== etcd's own test suite: tests/e2e's flag and config-file tests (etcd_config_test.go: multi-URL and unix peers, peer CN/name auth, deprecated flags, bootstrap defrag, ...)"
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
-      CONFORMANCE_RUN='^(TestEtcdMultiPeer|TestEtcdUnixPeers|TestEtcdPeerCNAuth|TestEtcdPeerMultiCNAuth|TestEtcdPeerNameAuth|TestBootstrapDefragFlag|TestSnapshotCatchupEntriesFlag|TestEtcdHealthyWithTinySnapshotCatchupEntries|TestEtcdDeprecatedFlags|TestV2DeprecationEnforceDefaultValue|TestEtcdAdvertiseClientUnix)$' \
+      CONFORMANCE_RUN='^(TestEtcdMultiPeer|TestEtcdUnixPeers|TestEtcdPeerCNAuth|TestEtcdPeerMultiCNAuth|TestEtcdPeerNameAuth|TestEtcdPeerLocalAddr|TestBootstrapDefragFlag|TestSnapshotCatchupEntriesFlag|TestEtcdHealthyWithTinySnapshotCatchupEntries|TestEtcdDeprecatedFlags|TestV2DeprecationEnforceDefaultValue|TestEtcdAdvertiseClientUnix)$' \
       conformance/run.sh
     echo "== etcd's own test suite: tests/e2e's auth tests (etcdctl, JWT, CN as user; curl through the gateway)"
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
