@@ -31,14 +31,17 @@ func requireLeader(ctx context.Context) bool {
 // unaryInterceptor is etcd's: a learner answers only Status and
 // serializable Range; a client that requires a leader is refused without
 // one.
-func (s *Server) unaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
 	if s.isLearner() && !learnerServes(req) {
 		return nil, rpctypes.ErrGRPCNotSupportedForLearner
 	}
 	if requireLeader(ctx) && s.Leader() == 0 {
 		return nil, rpctypes.ErrGRPCNoLeader
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	s.logUnaryRequestStats(ctx, info, start, req, resp)
+	return resp, err
 }
 
 func learnerServes(req any) bool {
