@@ -1,0 +1,324 @@
+package robustness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// scenario is one fault on a cluster of a given size.
+type scenario struct {
+	name    string
+	members int
+	inject  func(ctx context.Context, f *faultEnv) error
+}
+
+// faultEnv is what a fault acts on.
+type faultEnv struct {
+	c   *cluster
+	r   *rand.Rand
+	cli *clientv3.Client // to every member
+	log func(format string, args ...any)
+}
+
+func pause(r *rand.Rand, min, spread time.Duration) {
+	time.Sleep(min + time.Duration(r.Int64N(int64(spread))))
+}
+
+func (f *faultEnv) killRestart(idx ...int) error {
+	for _, i := range idx {
+		f.log("kill -9 %s", f.c.members[i].name)
+		f.c.members[i].kill()
+	}
+	pause(f.r, 200*time.Millisecond, 500*time.Millisecond)
+	for _, i := range idx {
+		f.log("restart %s", f.c.members[i].name)
+		if err := f.c.members[i].start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *faultEnv) compact(ctx context.Context) (int64, error) {
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := f.cli.Get(gctx, "health")
+	if err != nil {
+		return 0, err
+	}
+	rev := resp.Header.Revision - int64(f.r.IntN(20))
+	if rev < 2 {
+		rev = 2
+	}
+	f.log("compact at revision %d", rev)
+	_, err = f.cli.Compact(gctx, rev)
+	return rev, err
+}
+
+var scenarios = []scenario{
+	{"none", 3, func(ctx context.Context, f *faultEnv) error { return nil }},
+	{"kill-follower", 3, func(ctx context.Context, f *faultEnv) error {
+		l, err := f.c.leader(ctx)
+		if err != nil {
+			return err
+		}
+		return f.killRestart((l + 1 + f.r.IntN(2)) % 3)
+	}},
+	{"kill-leader", 3, func(ctx context.Context, f *faultEnv) error {
+		l, err := f.c.leader(ctx)
+		if err != nil {
+			return err
+		}
+		return f.killRestart(l)
+	}},
+	{"kill-all", 3, func(ctx context.Context, f *faultEnv) error { return f.killRestart(0, 1, 2) }},
+	{"blackhole", 3, func(ctx context.Context, f *faultEnv) error {
+		p := f.c.members[f.r.IntN(3)].proxy
+		f.log("blackhole %s's peer proxy", p.addr())
+		p.setBlackhole(true)
+		pause(f.r, 800*time.Millisecond, 400*time.Millisecond)
+		p.setBlackhole(false)
+		return nil
+	}},
+	{"delay-peers", 3, func(ctx context.Context, f *faultEnv) error {
+		for _, m := range f.c.members {
+			m.proxy.setDelay(time.Duration(5+f.r.IntN(40)) * time.Millisecond)
+		}
+		pause(f.r, 800*time.Millisecond, 400*time.Millisecond)
+		for _, m := range f.c.members {
+			m.proxy.setDelay(0)
+		}
+		return nil
+	}},
+	{"compact-defrag", 3, func(ctx context.Context, f *faultEnv) error {
+		for round := 0; round < 2; round++ {
+			if _, err := f.compact(ctx); err != nil {
+				return err
+			}
+			for _, m := range f.c.members {
+				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := f.cli.Defragment(dctx, m.clientURL)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("defragment %s: %v", m.name, err)
+				}
+			}
+			pause(f.r, 200*time.Millisecond, 300*time.Millisecond)
+		}
+		return nil
+	}},
+	{"kill-compacting", 3, func(ctx context.Context, f *faultEnv) error {
+		if _, err := f.compact(ctx); err != nil {
+			return err
+		}
+		return f.killRestart(f.r.IntN(3))
+	}},
+	{"single-none", 1, func(ctx context.Context, f *faultEnv) error { return nil }},
+	{"single-kill", 1, func(ctx context.Context, f *faultEnv) error { return f.killRestart(0) }},
+}
+
+// runStats are one run's numbers, for the table TestRobustness prints.
+type runStats struct {
+	requests, unknown, patched, watchEvents int
+}
+
+const (
+	numClients   = 6
+	workloadTime = 2500 * time.Millisecond
+)
+
+// runOnce is one seeded run: start the cluster and its watchers, run the
+// workload, inject the fault in its middle, heal, stop, and check the
+// history (porcupine), the watch streams and HashKV. It fails t on any
+// violation.
+func runOnce(t *testing.T, seed uint64, sc scenario, dir string) runStats {
+	var st runStats
+	c := startCluster(t, sc.members, dir, fmt.Sprintf("robustness-%d", seed))
+	var watchers []*watcher
+	for _, m := range c.members {
+		w, err := startWatcher(m.name, m.clientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		watchers = append(watchers, w)
+	}
+	stopped := false
+	var streams map[string][]watchResp
+	stopWatchers := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		streams = map[string][]watchResp{}
+		for _, w := range watchers {
+			streams[w.member] = w.stop()
+		}
+	}
+	t.Cleanup(stopWatchers)
+
+	all, err := newClient(c.endpoints()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{start: time.Now()}
+	var wstats workloadStats
+	var wg sync.WaitGroup
+	until := time.Now().Add(workloadTime)
+	for i := 0; i < numClients; i++ {
+		cli, err := newClient(c.members[i%len(c.members)].clientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		wg.Add(1)
+		go func(i int, cli *clientv3.Client) {
+			defer wg.Done()
+			workloadClient(ctx, rec, cli, i, seed, until, &wstats)
+		}(i, cli)
+	}
+	faultErr := make(chan error, 1)
+	go func() {
+		fr := rand.New(rand.NewPCG(seed, 1))
+		time.Sleep(workloadTime / 4)
+		env := &faultEnv{c: c, r: fr, cli: all, log: func(format string, args ...any) { t.Logf("fault: "+format, args...) }}
+		faultErr <- sc.inject(ctx, env)
+	}()
+	wg.Wait()
+	if err := <-faultErr; err != nil {
+		t.Fatalf("fault %s: %v", sc.name, err)
+	}
+
+	// Healed: every member up and answering, then settled on one revision.
+	if err := c.waitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	finalRev, err := c.settle(ctx, all, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The end state, read linearizably from every member.
+	for i, m := range c.members {
+		cli, err := newClient(m.clientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < numKeys; k++ {
+			if _, err := rec.do(ctx, cli, numClients+i, request{Kind: opGet, Key: k}, 5*time.Second); err != nil {
+				t.Fatalf("final read of %s on %s: %v", keyName(k), m.name, err)
+			}
+		}
+		cli.Close()
+	}
+	// HashKV equal on every member at the final revision.
+	var hashes []string
+	var first uint32
+	for i, m := range c.members {
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		h, err := all.HashKV(hctx, m.clientURL, finalRev)
+		hcancel()
+		if err != nil {
+			t.Fatalf("HashKV %s at %d: %v", m.name, finalRev, err)
+		}
+		hashes = append(hashes, fmt.Sprintf("%s=%d(compact %d)", m.name, h.Hash, h.CompactRevision))
+		if i == 0 {
+			first = h.Hash
+		} else if h.Hash != first {
+			t.Errorf("HashKV differs at revision %d: %v", finalRev, hashes)
+		}
+	}
+	t.Logf("final revision %d, HashKV %v", finalRev, hashes)
+	for _, w := range watchers {
+		if err := w.waitRev(finalRev, 20*time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+	stopWatchers()
+	if err := c.exitErr(); err != nil {
+		t.Error(err)
+	}
+
+	history := rec.history()
+	st.requests = len(history)
+	for _, op := range history {
+		if op.Output.(response).Unknown {
+			st.unknown++
+		}
+	}
+	wr := validateWatches(streams, finalRev, history)
+	st.watchEvents = wr.events
+	for _, v := range wr.violations {
+		t.Errorf("watch: %s", v)
+	}
+	patched := patchHistory(history, wr.putRev)
+	for _, op := range patched {
+		if out := op.Output.(response); out.Unknown && out.Rev != 0 {
+			st.patched++
+		}
+	}
+	model := kvModel(1)
+	res, info := porcupine.CheckOperationsVerbose(model, patched, 2*time.Minute)
+	switch res {
+	case porcupine.Ok:
+		t.Logf("linearizable: %d requests (%d unknown outcomes: %d settled by the watch, %d dropped), %d watch events",
+			st.requests, st.unknown, st.patched, len(history)-len(patched), st.watchEvents)
+	default:
+		path := filepath.Join(dir, "history.html")
+		var buf bytes.Buffer
+		if err := porcupine.Visualize(model, info, &buf); err == nil {
+			_ = os.WriteFile(path, buf.Bytes(), 0o644)
+		}
+		t.Errorf("porcupine: %s (%d requests); visualization: %s (kept with -robustness.keep)", res, len(patched), path)
+	}
+	return st
+}
+
+// settle waits until every member reports the same revision and raft
+// applied index twice in a row, and returns that revision.
+func (c *cluster) settle(ctx context.Context, cli *clientv3.Client, timeout time.Duration) (int64, error) {
+	deadline := time.Now().Add(timeout)
+	var prev string
+	var last error
+	for time.Now().Before(deadline) {
+		var rev, applied int64 = -1, -1
+		same := true
+		for _, m := range c.members {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			s, err := cli.Status(sctx, m.clientURL)
+			cancel()
+			if err != nil {
+				same, last = false, err
+				break
+			}
+			if rev == -1 {
+				rev, applied = s.Header.Revision, int64(s.RaftAppliedIndex)
+			} else if s.Header.Revision != rev || int64(s.RaftAppliedIndex) != applied {
+				same = false
+			}
+		}
+		if same {
+			key := fmt.Sprint(rev, applied)
+			if key == prev {
+				return rev, nil
+			}
+			prev = key
+		} else {
+			prev = ""
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("members did not settle on one revision within %v (%v)", timeout, last)
+}

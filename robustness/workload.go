@@ -1,0 +1,274 @@
+package robustness
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// recorder timestamps requests on one monotonic clock and collects the
+// history.
+type recorder struct {
+	start time.Time
+	mu    sync.Mutex
+	ops   []porcupine.Operation
+}
+
+func (r *recorder) now() int64 { return int64(time.Since(r.start)) }
+
+func (r *recorder) add(op porcupine.Operation) {
+	r.mu.Lock()
+	r.ops = append(r.ops, op)
+	r.mu.Unlock()
+}
+
+func (r *recorder) history() []porcupine.Operation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]porcupine.Operation(nil), r.ops...)
+}
+
+// do sends one request and records it: a response as it came, an error as
+// an unknown outcome that never returns (the request may still be applied
+// at any later time, or never).
+func (r *recorder) do(ctx context.Context, cli *clientv3.Client, clientID int, req request, timeout time.Duration) (response, error) {
+	call := r.now()
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	out, err := send(rctx, cli, req)
+	cancel()
+	ret := r.now()
+	if err != nil {
+		r.add(porcupine.Operation{ClientId: clientID, Input: req, Call: call, Output: response{Unknown: true}, Return: infinity})
+		return response{}, err
+	}
+	r.add(porcupine.Operation{ClientId: clientID, Input: req, Call: call, Output: out, Return: ret})
+	return out, nil
+}
+
+func send(ctx context.Context, cli *clientv3.Client, req request) (response, error) {
+	key := keyName(req.Key)
+	switch req.Kind {
+	case opGet:
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			return response{}, err
+		}
+		out := response{Rev: resp.Header.Revision}
+		if len(resp.Kvs) > 0 {
+			out.Found, out.KV = true, fromKV(resp.Kvs[0])
+		}
+		return out, nil
+	case opPut:
+		resp, err := cli.Put(ctx, key, req.Value)
+		if err != nil {
+			return response{}, err
+		}
+		return response{Rev: resp.Header.Revision}, nil
+	case opDelete:
+		resp, err := cli.Delete(ctx, key)
+		if err != nil {
+			return response{}, err
+		}
+		return response{Rev: resp.Header.Revision, Deleted: resp.Deleted}, nil
+	case opTxn:
+		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", req.CmpModRev)
+		if req.CmpValue {
+			cmp = clientv3.Compare(clientv3.Value(key), "=", req.CmpValueOf)
+		}
+		resp, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, req.Value)).Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return response{}, err
+		}
+		out := response{Rev: resp.Header.Revision, Succeeded: resp.Succeeded}
+		if !resp.Succeeded {
+			if len(resp.Responses) != 1 || resp.Responses[0].GetResponseRange() == nil {
+				return response{}, fmt.Errorf("txn else branch: %d responses", len(resp.Responses))
+			}
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+				out.Found, out.KV = true, fromKV(kvs[0])
+			}
+		}
+		return out, nil
+	}
+	return response{}, fmt.Errorf("unknown op kind %d", req.Kind)
+}
+
+func fromKV(kv *mvccpb.KeyValue) keyValue {
+	return keyValue{Value: string(kv.Value), Mod: kv.ModRevision, Create: kv.CreateRevision, Version: kv.Version}
+}
+
+// workloadClient issues random requests until the deadline: gets
+// (linearizable only: the model has no stale reads), puts of unique
+// values, deletes, and txns comparing the mod revision or value it last
+// saw for the key.
+func workloadClient(ctx context.Context, rec *recorder, cli *clientv3.Client, id int, seed uint64, until time.Time, stats *workloadStats) {
+	r := rand.New(rand.NewPCG(seed, uint64(id)+1))
+	type seen struct {
+		mod   int64
+		value string
+	}
+	last := map[int]seen{}
+	seq := 0
+	for time.Now().Before(until) && ctx.Err() == nil {
+		req := request{Key: r.IntN(numKeys)}
+		seq++
+		value := fmt.Sprintf("c%d-%d", id, seq)
+		switch p := r.IntN(100); {
+		case p < 40:
+			req.Kind = opGet
+		case p < 70:
+			req.Kind, req.Value = opPut, value
+		case p < 80:
+			req.Kind = opDelete
+		default:
+			req.Kind, req.Value = opTxn, value
+			s := last[req.Key]
+			if r.IntN(2) == 0 {
+				req.CmpValue, req.CmpValueOf = true, s.value
+			} else {
+				req.CmpModRev = s.mod
+			}
+		}
+		out, err := rec.do(ctx, cli, id, req, 700*time.Millisecond)
+		if err != nil {
+			stats.addErr()
+			time.Sleep(time.Duration(20+r.IntN(30)) * time.Millisecond)
+			continue
+		}
+		switch {
+		case req.Kind == opGet || (req.Kind == opTxn && !out.Succeeded):
+			if out.Found {
+				last[req.Key] = seen{out.KV.Mod, out.KV.Value}
+			} else {
+				last[req.Key] = seen{}
+			}
+		case req.Kind == opPut || req.Kind == opTxn:
+			last[req.Key] = seen{out.Rev, req.Value}
+		case req.Kind == opDelete:
+			last[req.Key] = seen{}
+		}
+	}
+}
+
+type workloadStats struct {
+	mu   sync.Mutex
+	errs int
+}
+
+func (s *workloadStats) addErr() {
+	s.mu.Lock()
+	s.errs++
+	s.mu.Unlock()
+}
+
+// watchEvent is one event of a watch response.
+type watchEvent struct {
+	Delete               bool
+	Key, Value           string
+	Mod, Create, Version int64
+}
+
+// watchResp is one watch response as a watcher received it.
+type watchResp struct {
+	Events     []watchEvent
+	Progress   bool
+	Rev        int64 // header revision
+	Canceled   bool
+	CompactRev int64
+	Err        string
+}
+
+// watcher watches the key space from revision 1 on one member, with
+// progress notifications (the member's periodic ones and requested
+// ones), recording every response.
+type watcher struct {
+	member string
+	cli    *clientv3.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	resps []watchResp
+	last  int64 // highest revision the stream has shown all events up to
+}
+
+func startWatcher(member, endpoint string) (*watcher, error) {
+	cli, err := newClient(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{member: member, cli: cli, cancel: cancel, done: make(chan struct{})}
+	ch := cli.Watch(ctx, "key", clientv3.WithPrefix(), clientv3.WithRev(1), clientv3.WithProgressNotify())
+	go func() {
+		defer close(w.done)
+		for resp := range ch {
+			wr := watchResp{Progress: resp.IsProgressNotify(), Rev: resp.Header.Revision, Canceled: resp.Canceled, CompactRev: resp.CompactRevision}
+			if err := resp.Err(); err != nil {
+				wr.Err = err.Error()
+			}
+			for _, ev := range resp.Events {
+				e := watchEvent{Delete: ev.Type == mvccpb.DELETE, Key: string(ev.Kv.Key), Value: string(ev.Kv.Value),
+					Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version}
+				wr.Events = append(wr.Events, e)
+			}
+			w.mu.Lock()
+			w.resps = append(w.resps, wr)
+			if n := len(wr.Events); n > 0 {
+				w.last = wr.Events[n-1].Mod
+			} else if wr.Progress && wr.Rev > w.last {
+				w.last = wr.Rev
+			}
+			w.mu.Unlock()
+		}
+	}()
+	go func() {
+		t := time.NewTicker(150 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				rctx, rcancel := context.WithTimeout(ctx, time.Second)
+				_ = cli.RequestProgress(rctx)
+				rcancel()
+			}
+		}
+	}()
+	return w, nil
+}
+
+// waitRev waits until the stream has caught up with rev.
+func (w *watcher) waitRev(rev int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		last := w.last
+		w.mu.Unlock()
+		if last >= rev {
+			return nil
+		}
+		select {
+		case <-w.done:
+			return fmt.Errorf("watcher on %s ended before revision %d", w.member, rev)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("watcher on %s did not reach revision %d within %v", w.member, rev, timeout)
+}
+
+func (w *watcher) stop() []watchResp {
+	w.cancel()
+	<-w.done
+	w.cli.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.resps
+}
