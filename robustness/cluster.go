@@ -3,10 +3,12 @@ package robustness
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,7 +48,39 @@ func etckitBinary(t testing.TB) string {
 	return buildBin
 }
 
-// member is one `etckit serve` process. Its peer URL, as the cluster
+var (
+	etcdOnce sync.Once
+	etcdBin  string
+	etcdErr  error
+)
+
+// etcdBinary is etcd 3.7.3's server: path itself, or with "build", built
+// from the module proxy in interop/ (whose go.mod requires
+// go.etcd.io/etcd/server/v3 v3.7.3), once per test binary run.
+func etcdBinary(t testing.TB, path string) string {
+	if path != "build" {
+		return path
+	}
+	etcdOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "robustness-etcd-")
+		if err != nil {
+			etcdErr = err
+			return
+		}
+		etcdBin = filepath.Join(dir, "etcd")
+		cmd := exec.Command("go", "build", "-o", etcdBin, "go.etcd.io/etcd/server/v3")
+		cmd.Dir = "../interop"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			etcdErr = fmt.Errorf("go build go.etcd.io/etcd/server/v3 in interop/: %v\n%s", err, out)
+		}
+	})
+	if etcdErr != nil {
+		t.Fatal(etcdErr)
+	}
+	return etcdBin
+}
+
+// member is one `etckit serve` process (or, in a mixed cluster, etcd). Its peer URL, as the cluster
 // knows it, is its proxy's address; the process listens on peerAddr.
 type member struct {
 	name       string
@@ -70,21 +104,49 @@ type cluster struct {
 	token   string
 }
 
-// freeListener is a listener on a free loopback port; freeAddr is a free
-// port's address (closed again: the member binds it itself).
+var (
+	portsMu sync.Mutex
+	used    = map[int]bool{}
+)
+
+// freeAddr is the address of a free loopback port for a member to bind
+// itself (and bind again after every restart). It is below the kernel's
+// ephemeral range, which the listeners on port 0 and every outgoing
+// connection draw from: a port from that range, closed again, was taken
+// by a peer connection before the member bound it (a harness failure, seen
+// as "bind: address already in use"). No port is handed out twice.
 func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				low = n
+			}
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for try := 0; try < 1000; try++ {
+		port := 10000 + rand.IntN(low-10000)
+		if used[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		used[port] = true
+		return ln.Addr().String()
+	}
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
 }
 
 // startCluster starts n members and waits until each answers a
-// linearizable read. Everything stops at the end of the test.
-func startCluster(t testing.TB, n int, dir string, token string) *cluster {
+// linearizable read. Everything stops at the end of the test. With
+// etcdPath, member 0 is that etcd binary (same flags: etckit's are etcd's).
+func startCluster(t testing.TB, n int, dir, token, etcdPath string) *cluster {
 	bin := etckitBinary(t)
 	c := &cluster{t: t, token: token}
 	var initial []string
@@ -124,6 +186,10 @@ func startCluster(t testing.TB, n int, dir string, token string) *cluster {
 			"--log-level", "warn",
 		}
 	}
+	if etcdPath != "" {
+		m := c.members[0]
+		m.bin, m.args = etcdBinary(t, etcdPath), m.args[1:]
+	}
 	t.Cleanup(c.stop)
 	for _, m := range c.members {
 		if err := m.start(); err != nil {
@@ -143,7 +209,7 @@ func (m *member) start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(m.args, " "))
+	fmt.Fprintf(logf, "=== %s start %s %s\n", time.Now().Format(time.RFC3339Nano), m.bin, strings.Join(m.args, " "))
 	cmd := exec.Command(m.bin, m.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

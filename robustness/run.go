@@ -129,7 +129,7 @@ var scenarios = []scenario{
 
 // runStats are one run's numbers, for the table TestRobustness prints.
 type runStats struct {
-	requests, unknown, patched, watchEvents int
+	requests, unknown, patched, watchEvents, serializable int
 }
 
 const (
@@ -140,10 +140,10 @@ const (
 // runOnce is one seeded run: start the cluster and its watchers, run the
 // workload, inject the fault in its middle, heal, stop, and check the
 // history (porcupine), the watch streams and HashKV. It fails t on any
-// violation.
-func runOnce(t *testing.T, seed uint64, sc scenario, dir string) runStats {
+// violation. With etcdPath, member 0 is a real etcd.
+func runOnce(t *testing.T, seed uint64, sc scenario, dir, etcdPath string) runStats {
 	var st runStats
-	c := startCluster(t, sc.members, dir, fmt.Sprintf("robustness-%d", seed))
+	c := startCluster(t, sc.members, dir, fmt.Sprintf("robustness-%d", seed), etcdPath)
 	var watchers []*watcher
 	for _, m := range c.members {
 		w, err := startWatcher(m.name, m.clientURL)
@@ -259,6 +259,11 @@ func runOnce(t *testing.T, seed uint64, sc scenario, dir string) runStats {
 		}
 	}
 	wr := validateWatches(streams, finalRev, history)
+	rec.mu.Lock()
+	serial := rec.serial
+	rec.mu.Unlock()
+	wr.checkSerializable(serial, finalRev)
+	st.serializable = len(serial)
 	st.watchEvents = wr.events
 	for _, v := range wr.violations {
 		t.Errorf("watch: %s", v)
@@ -273,8 +278,8 @@ func runOnce(t *testing.T, seed uint64, sc scenario, dir string) runStats {
 	res, info := porcupine.CheckOperationsVerbose(model, patched, 2*time.Minute)
 	switch res {
 	case porcupine.Ok:
-		t.Logf("linearizable: %d requests (%d unknown outcomes: %d settled by the watch, %d dropped), %d watch events",
-			st.requests, st.unknown, st.patched, len(history)-len(patched), st.watchEvents)
+		t.Logf("linearizable: %d requests (%d unknown outcomes: %d settled by the watch, %d dropped), %d watch events, %d serializable reads",
+			st.requests, st.unknown, st.patched, len(history)-len(patched), st.watchEvents, st.serializable)
 	default:
 		path := filepath.Join(dir, "history.html")
 		var buf bytes.Buffer

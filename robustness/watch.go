@@ -171,3 +171,33 @@ func validateWatches(streams map[string][]watchResp, finalRev int64, history []p
 	}
 	return r
 }
+
+// checkSerializable checks serializable reads against the KV history
+// the watch streams give (validated above): a read reporting revision R
+// must return the key as it was at R, and R cannot be past the end.
+func (r *watchReport) checkSerializable(reads []serialRead, finalRev int64) {
+	for _, rd := range reads {
+		if rd.out.Rev > finalRev || rd.out.Rev < 1 {
+			r.fail("serializable read of %s at revision %d, the final revision is %d", keyName(rd.key), rd.out.Rev, finalRev)
+			continue
+		}
+		key := keyName(rd.key)
+		var want keyValue
+		for rev := int64(2); rev <= rd.out.Rev; rev++ {
+			ev, ok := r.union[rev]
+			if !ok || ev.Key != key {
+				continue
+			}
+			if ev.Delete {
+				want = keyValue{}
+			} else {
+				want = keyValue{Value: ev.Value, Mod: ev.Mod, Create: ev.Create, Version: ev.Version}
+			}
+		}
+		got := response{Rev: rd.out.Rev, Found: want.Version > 0, KV: want}
+		if got != rd.out {
+			r.fail("serializable read by client %d: %s, the history has %s at that revision",
+				rd.client, describe(request{Kind: opGet, Key: rd.key}, rd.out), describeKV(got.Found, got.KV))
+		}
+	}
+}

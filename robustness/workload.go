@@ -18,6 +18,34 @@ type recorder struct {
 	start time.Time
 	mu    sync.Mutex
 	ops   []porcupine.Operation
+	// Serializable reads: a member answers from its own applied state,
+	// possibly stale, so they are not in the linearizable history; each
+	// is checked against the KV history at the revision it reports.
+	serial []serialRead
+}
+
+// serialRead is a serializable read's answer.
+type serialRead struct {
+	client int
+	key    int
+	out    response
+}
+
+func (r *recorder) serializable(ctx context.Context, cli *clientv3.Client, clientID, key int, timeout time.Duration) error {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	resp, err := cli.Get(rctx, keyName(key), clientv3.WithSerializable())
+	cancel()
+	if err != nil {
+		return err
+	}
+	out := response{Rev: resp.Header.Revision}
+	if len(resp.Kvs) > 0 {
+		out.Found, out.KV = true, fromKV(resp.Kvs[0])
+	}
+	r.mu.Lock()
+	r.serial = append(r.serial, serialRead{clientID, key, out})
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *recorder) now() int64 { return int64(time.Since(r.start)) }
@@ -104,7 +132,7 @@ func fromKV(kv *mvccpb.KeyValue) keyValue {
 }
 
 // workloadClient issues random requests until the deadline: gets
-// (linearizable only: the model has no stale reads), puts of unique
+// (linearizable, and serializable ones checked apart), puts of unique
 // values, deletes, and txns comparing the mod revision or value it last
 // saw for the key.
 func workloadClient(ctx context.Context, rec *recorder, cli *clientv3.Client, id int, seed uint64, until time.Time, stats *workloadStats) {
@@ -120,6 +148,12 @@ func workloadClient(ctx context.Context, rec *recorder, cli *clientv3.Client, id
 		seq++
 		value := fmt.Sprintf("c%d-%d", id, seq)
 		switch p := r.IntN(100); {
+		case p < 10:
+			if err := rec.serializable(ctx, cli, id, req.Key, 700*time.Millisecond); err != nil {
+				stats.addErr()
+				time.Sleep(time.Duration(20+r.IntN(30)) * time.Millisecond)
+			}
+			continue
 		case p < 40:
 			req.Kind = opGet
 		case p < 70:
