@@ -10,7 +10,15 @@ import (
 )
 
 // numKeys is the size of the workload's key space; keyName(i) is key i.
-const numKeys = 8
+// numLeases is the number of lease IDs the clients share (leaseID(i)):
+// the IDs are the clients' own, so a grant whose outcome is unknown still
+// names its lease.
+const (
+	numKeys   = 8
+	numLeases = 4
+)
+
+func leaseID(slot int) int64 { return 0x7ec0 + int64(slot) }
 
 func keyName(i int) string { return fmt.Sprintf("key%d", i) }
 
@@ -21,11 +29,20 @@ const (
 	opGet opKind = iota // linearizable Range of one key
 	opPut
 	opDelete
-	opTxn // If(compare on Key) Then(Put Key Value) Else(Get Key)
+	opTxn         // If(compare on Key) Then(Put Key Value) Else(Get Key)
+	opLeaseGrant  // LeaseGrant of leaseID(Lease-1), a TTL no run outlives
+	opLeaseRevoke // LeaseRevoke of leaseID(Lease-1): its keys deleted at one revision
+)
+
+// Errors a request can fail with as its definite outcome (applied and
+// refused), as etcd's apply gives them.
+const (
+	errLeaseNotFound = "lease not found"
+	errLeaseExists   = "lease already exists"
 )
 
 func (k opKind) String() string {
-	return [...]string{"get", "put", "delete", "txn"}[k]
+	return [...]string{"get", "put", "delete", "txn", "lease-grant", "lease-revoke"}[k]
 }
 
 // request is a porcupine Operation's input.
@@ -38,6 +55,9 @@ type request struct {
 	CmpValue   bool
 	CmpModRev  int64
 	CmpValueOf string
+	// Lease is 1 + the lease slot of a put with a lease, a grant or a
+	// revoke; 0 is a put with no lease.
+	Lease int
 }
 
 // response is a porcupine Operation's output. Unknown is a request whose
@@ -49,22 +69,25 @@ type response struct {
 	Rev       int64 // header revision
 	Found     bool  // get, txn's Else get
 	KV        keyValue
-	Deleted   int64 // delete
-	Succeeded bool  // txn
+	Deleted   int64  // delete
+	Succeeded bool   // txn
+	Err       string // a definite refusal (errLease...); no header then
 }
 
 // keyValue is one key's state; Version 0 is a key that does not exist.
 type keyValue struct {
 	Value                string
 	Mod, Create, Version int64
+	Lease                int64
 }
 
 // kvState is the model's state: the whole key space and the store's
 // revision (revisions are global, so the history is not partitioned).
 // It is a comparable value, so copies are cheap and == is equality.
 type kvState struct {
-	Rev int64
-	KVs [numKeys]keyValue
+	Rev    int64
+	KVs    [numKeys]keyValue
+	Leases [numLeases]bool // granted and not revoked
 }
 
 // apply is etcd's semantics for one request: the next state and the
@@ -75,7 +98,36 @@ func apply(s kvState, req request) (kvState, response) {
 	case opGet:
 		return s, response{Rev: s.Rev, Found: kv.Version > 0, KV: kv}
 	case opPut:
-		s = put(s, req.Key, req.Value)
+		var lease int64
+		if req.Lease != 0 {
+			if !s.Leases[req.Lease-1] {
+				return s, response{Err: errLeaseNotFound}
+			}
+			lease = leaseID(req.Lease - 1)
+		}
+		s = put(s, req.Key, req.Value, lease)
+		return s, response{Rev: s.Rev}
+	case opLeaseGrant:
+		if s.Leases[req.Lease-1] {
+			return s, response{Err: errLeaseExists}
+		}
+		s.Leases[req.Lease-1] = true
+		return s, response{Rev: s.Rev}
+	case opLeaseRevoke:
+		if !s.Leases[req.Lease-1] {
+			return s, response{Err: errLeaseNotFound}
+		}
+		s.Leases[req.Lease-1] = false
+		deleted := false
+		for i, kv := range s.KVs {
+			if kv.Version > 0 && kv.Lease == leaseID(req.Lease-1) {
+				s.KVs[i] = keyValue{}
+				deleted = true
+			}
+		}
+		if deleted {
+			s.Rev++ // every key of the lease deleted in one revision
+		}
 		return s, response{Rev: s.Rev}
 	case opDelete:
 		if kv.Version == 0 {
@@ -96,13 +148,13 @@ func apply(s kvState, req request) (kvState, response) {
 		if !ok {
 			return s, response{Rev: s.Rev, Found: kv.Version > 0, KV: kv}
 		}
-		s = put(s, req.Key, req.Value)
+		s = put(s, req.Key, req.Value, 0)
 		return s, response{Rev: s.Rev, Succeeded: true}
 	}
 	panic(fmt.Sprintf("unknown op kind %d", req.Kind))
 }
 
-func put(s kvState, key int, value string) kvState {
+func put(s kvState, key int, value string, lease int64) kvState {
 	s.Rev++
 	kv := s.KVs[key]
 	if kv.Version == 0 {
@@ -111,6 +163,7 @@ func put(s kvState, key int, value string) kvState {
 	kv.Version++
 	kv.Mod = s.Rev
 	kv.Value = value
+	kv.Lease = lease
 	s.KVs[key] = kv
 	return s
 }
@@ -143,8 +196,9 @@ func kvModel(initRev int64) porcupine.Model {
 			h := fnv.New64a()
 			fmt.Fprintf(h, "%d", s.Rev)
 			for _, kv := range s.KVs {
-				fmt.Fprintf(h, "|%s/%d/%d/%d", kv.Value, kv.Mod, kv.Create, kv.Version)
+				fmt.Fprintf(h, "|%s/%d/%d/%d/%d", kv.Value, kv.Mod, kv.Create, kv.Version, kv.Lease)
 			}
+			fmt.Fprint(h, s.Leases)
 			return h.Sum64()
 		},
 		DescribeOperation: func(input, output interface{}) string {
@@ -156,7 +210,12 @@ func kvModel(initRev int64) porcupine.Model {
 			fmt.Fprintf(&b, "rev %d:", s.Rev)
 			for i, kv := range s.KVs {
 				if kv.Version > 0 {
-					fmt.Fprintf(&b, " %s=%q(mod %d, create %d, ver %d)", keyName(i), kv.Value, kv.Mod, kv.Create, kv.Version)
+					fmt.Fprintf(&b, " %s=%s", keyName(i), describeKV(true, kv))
+				}
+			}
+			for i, live := range s.Leases {
+				if live {
+					fmt.Fprintf(&b, " lease %x", leaseID(i))
 				}
 			}
 			return b.String()
@@ -171,6 +230,13 @@ func describe(req request, out response) string {
 		in = fmt.Sprintf("get(%s)", keyName(req.Key))
 	case opPut:
 		in = fmt.Sprintf("put(%s, %q)", keyName(req.Key), req.Value)
+		if req.Lease != 0 {
+			in = fmt.Sprintf("put(%s, %q, lease %x)", keyName(req.Key), req.Value, leaseID(req.Lease-1))
+		}
+	case opLeaseGrant:
+		in = fmt.Sprintf("lease-grant(%x)", leaseID(req.Lease-1))
+	case opLeaseRevoke:
+		in = fmt.Sprintf("lease-revoke(%x)", leaseID(req.Lease-1))
 	case opDelete:
 		in = fmt.Sprintf("delete(%s)", keyName(req.Key))
 	case opTxn:
@@ -185,11 +251,13 @@ func describe(req request, out response) string {
 		return fmt.Sprintf("%s -> unknown, watched at rev %d", in, out.Rev)
 	case out.Unknown:
 		return in + " -> unknown"
+	case out.Err != "":
+		return in + " -> " + out.Err
 	}
 	switch req.Kind {
 	case opGet:
 		return fmt.Sprintf("%s -> rev %d %s", in, out.Rev, describeKV(out.Found, out.KV))
-	case opPut:
+	case opPut, opLeaseGrant, opLeaseRevoke:
 		return fmt.Sprintf("%s -> rev %d", in, out.Rev)
 	case opDelete:
 		return fmt.Sprintf("%s -> rev %d deleted %d", in, out.Rev, out.Deleted)
@@ -205,6 +273,9 @@ func describeKV(found bool, kv keyValue) string {
 	if !found {
 		return "not found"
 	}
+	if kv.Lease != 0 {
+		return fmt.Sprintf("%q(mod %d, create %d, ver %d, lease %x)", kv.Value, kv.Mod, kv.Create, kv.Version, kv.Lease)
+	}
 	return fmt.Sprintf("%q(mod %d, create %d, ver %d)", kv.Value, kv.Mod, kv.Create, kv.Version)
 }
 
@@ -217,7 +288,8 @@ const infinity = int64(math.MaxInt64)
 // the first request that returned having seen that revision; one whose
 // value no watcher saw never happened and is dropped (so is a txn whose
 // compare may have failed: either way it left no trace). Unknown reads
-// tell nothing and are dropped; unknown deletes stay open.
+// tell nothing and are dropped; unknown deletes, grants and revokes stay
+// open.
 func patchHistory(ops []porcupine.Operation, puts map[string]int64) []porcupine.Operation {
 	// minReturn[rev]: earliest return of a completed request whose
 	// response revision is rev; suffix minimum below.

@@ -15,7 +15,12 @@ func hop(client int, call, ret int64, req request, out response) porcupine.Opera
 func putReq(key int, value string) request { return request{Kind: opPut, Key: key, Value: value} }
 func get(key int) request                  { return request{Kind: opGet, Key: key} }
 func del(key int) request                  { return request{Kind: opDelete, Key: key} }
-func rev(r int64) response                 { return response{Rev: r} }
+func grant(slot1 int) request              { return request{Kind: opLeaseGrant, Lease: slot1} }
+func revoke(slot1 int) request             { return request{Kind: opLeaseRevoke, Lease: slot1} }
+func leasePut(key int, value string, slot1 int) request {
+	return request{Kind: opPut, Key: key, Value: value, Lease: slot1}
+}
+func rev(r int64) response { return response{Rev: r} }
 func found(r int64, value string, mod, create, version int64) response {
 	return response{Rev: r, Found: true, KV: keyValue{Value: value, Mod: mod, Create: create, Version: version}}
 }
@@ -86,6 +91,30 @@ func TestModelCatchesViolations(t *testing.T) {
 			name: "an unknown outcome cannot explain a read of another value",
 			good: []porcupine.Operation{hop(0, 0, infinity, putReq(0, "x"), unknown), hop(1, 20, 30, get(0), found(2, "x", 2, 2, 1))},
 			bad:  []porcupine.Operation{hop(0, 0, infinity, putReq(0, "x"), unknown), hop(1, 20, 30, get(0), found(2, "y", 2, 2, 1))},
+		},
+		{
+			name: "a revoked lease's key still there",
+			good: []porcupine.Operation{hop(0, 0, 10, grant(1), rev(1)), hop(0, 11, 20, leasePut(0, "a", 1), rev(2)), hop(0, 21, 30, revoke(1), rev(3)),
+				hop(1, 40, 50, get(0), response{Rev: 3})},
+			bad: []porcupine.Operation{hop(0, 0, 10, grant(1), rev(1)), hop(0, 11, 20, leasePut(0, "a", 1), rev(2)), hop(0, 21, 30, revoke(1), rev(3)),
+				hop(1, 40, 50, get(0), found(3, "a", 2, 2, 1))},
+		},
+		{
+			name: "a put with a revoked lease succeeded",
+			good: []porcupine.Operation{hop(0, 0, 10, grant(2), rev(1)), hop(0, 11, 20, revoke(2), rev(1)), hop(0, 21, 30, leasePut(0, "a", 2), response{Err: errLeaseNotFound})},
+			bad:  []porcupine.Operation{hop(0, 0, 10, grant(2), rev(1)), hop(0, 11, 20, revoke(2), rev(1)), hop(0, 21, 30, leasePut(0, "a", 2), rev(2))},
+		},
+		{
+			name: "a lease granted twice",
+			good: []porcupine.Operation{hop(0, 0, 10, grant(1), rev(1)), hop(1, 11, 20, grant(1), response{Err: errLeaseExists})},
+			bad:  []porcupine.Operation{hop(0, 0, 10, grant(1), rev(1)), hop(1, 11, 20, grant(1), rev(1))},
+		},
+		{
+			name: "a get lost the key's lease",
+			good: []porcupine.Operation{hop(0, 0, 10, grant(1), rev(1)), hop(0, 11, 20, leasePut(0, "a", 1), rev(2)),
+				hop(1, 30, 40, get(0), response{Rev: 2, Found: true, KV: keyValue{Value: "a", Mod: 2, Create: 2, Version: 1, Lease: leaseID(0)}})},
+			bad: []porcupine.Operation{hop(0, 0, 10, grant(1), rev(1)), hop(0, 11, 20, leasePut(0, "a", 1), rev(2)),
+				hop(1, 30, 40, get(0), found(2, "a", 2, 2, 1))},
 		},
 	}
 	model := kvModel(1)
@@ -235,6 +264,36 @@ func TestSerializableReadsChecked(t *testing.T) {
 		r.checkSerializable([]serialRead{bad}, 3)
 		if len(r.violations) != 1 {
 			t.Errorf("read %+v: violations %q, want one", bad, r.violations)
+		}
+	}
+}
+
+// TestWatchLeaseRevoke: a revoke deleting two keys is one revision with
+// two events in one response; split over two responses, or seen with one
+// event missing, it is reported.
+func TestWatchLeaseRevoke(t *testing.T) {
+	l := leaseID(0)
+	e2 := watchEvent{Key: "key0", Value: "a", Mod: 2, Create: 2, Version: 1, Lease: l}
+	e3 := watchEvent{Key: "key1", Value: "b", Mod: 3, Create: 3, Version: 1, Lease: l}
+	d0 := watchEvent{Delete: true, Key: "key0", Mod: 4}
+	d1 := watchEvent{Delete: true, Key: "key1", Mod: 4}
+	history := []porcupine.Operation{
+		hop(0, 0, 5, grant(1), rev(1)),
+		hop(0, 6, 10, leasePut(0, "a", 1), rev(2)),
+		hop(0, 11, 20, leasePut(1, "b", 1), rev(3)),
+		hop(0, 21, 30, revoke(1), rev(4)),
+	}
+	good := []watchResp{{Events: []watchEvent{e2, e3}, Rev: 3}, {Events: []watchEvent{d0, d1}, Rev: 4}}
+	if r := validateWatches(map[string][]watchResp{"m0": good, "m1": good}, 4, history); len(r.violations) != 0 {
+		t.Fatalf("good: %q", r.violations)
+	}
+	for name, bad := range map[string][]watchResp{
+		"split":         {{Events: []watchEvent{e2, e3}, Rev: 3}, {Events: []watchEvent{d0}, Rev: 4}, {Events: []watchEvent{d1}, Rev: 4}},
+		"event missing": {{Events: []watchEvent{e2, e3}, Rev: 3}, {Events: []watchEvent{d0}, Rev: 4}},
+		"wrong lease":   {{Events: []watchEvent{e2, {Key: "key1", Value: "b", Mod: 3, Create: 3, Version: 1}}, Rev: 3}, {Events: []watchEvent{d0, d1}, Rev: 4}},
+	} {
+		if r := validateWatches(map[string][]watchResp{"m0": good, "m1": bad}, 4, history); len(r.violations) == 0 {
+			t.Errorf("%s: no violation", name)
 		}
 	}
 }

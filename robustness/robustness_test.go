@@ -88,27 +88,29 @@ func TestRobustness(t *testing.T) {
 				ft.patched += st.patched
 				ft.watchEvents += st.watchEvents
 				ft.serializable += st.serializable
+				ft.leases += st.leases
 			}()
 			st = runOnce(t, seed, sc, dir, *flagEtcd)
 		})
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| fault | members | runs | requests | unknown outcomes | settled by watch | serializable reads | watch events | failures |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n| fault | members | runs | requests | unknown outcomes | settled by watch | lease requests (succeeded) | serializable reads | watch events | failures |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	var sum faultTotals
 	for _, sc := range scenarios {
 		ft := totals[sc.name]
 		if ft == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %d |\n", sc.name, sc.members, ft.runs, ft.requests, ft.unknown, ft.patched, ft.serializable, ft.watchEvents, ft.failures)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", sc.name, sc.members, ft.runs, ft.requests, ft.unknown, ft.patched, ft.leases, ft.serializable, ft.watchEvents, ft.failures)
 		sum.runs += ft.runs
 		sum.requests += ft.requests
 		sum.unknown += ft.unknown
 		sum.patched += ft.patched
 		sum.watchEvents += ft.watchEvents
 		sum.serializable += ft.serializable
+		sum.leases += ft.leases
 		sum.failures += ft.failures
 	}
-	fmt.Fprintf(&b, "| total | | %d | %d | %d | %d | %d | %d | %d |\n", sum.runs, sum.requests, sum.unknown, sum.patched, sum.serializable, sum.watchEvents, sum.failures)
+	fmt.Fprintf(&b, "| total | | %d | %d | %d | %d | %d | %d | %d | %d |\n", sum.runs, sum.requests, sum.unknown, sum.patched, sum.leases, sum.serializable, sum.watchEvents, sum.failures)
 	t.Logf("%s\nwall time %v", b.String(), time.Since(start).Round(time.Second))
 }

@@ -129,7 +129,7 @@ var scenarios = []scenario{
 
 // runStats are one run's numbers, for the table TestRobustness prints.
 type runStats struct {
-	requests, unknown, patched, watchEvents, serializable int
+	requests, unknown, patched, watchEvents, serializable, leases int
 }
 
 const (
@@ -254,8 +254,12 @@ func runOnce(t *testing.T, seed uint64, sc scenario, dir, etcdPath string) runSt
 	history := rec.history()
 	st.requests = len(history)
 	for _, op := range history {
-		if op.Output.(response).Unknown {
+		out := op.Output.(response)
+		if out.Unknown {
 			st.unknown++
+		}
+		if req := op.Input.(request); req.Lease != 0 && !out.Unknown && out.Err == "" {
+			st.leases++
 		}
 	}
 	wr := validateWatches(streams, finalRev, history)
@@ -278,8 +282,8 @@ func runOnce(t *testing.T, seed uint64, sc scenario, dir, etcdPath string) runSt
 	res, info := porcupine.CheckOperationsVerbose(model, patched, 2*time.Minute)
 	switch res {
 	case porcupine.Ok:
-		t.Logf("linearizable: %d requests (%d unknown outcomes: %d settled by the watch, %d dropped), %d watch events, %d serializable reads",
-			st.requests, st.unknown, st.patched, len(history)-len(patched), st.watchEvents, st.serializable)
+		t.Logf("linearizable: %d requests (%d unknown outcomes: %d settled by the watch, %d dropped), %d watch events, %d serializable reads, %d lease grants, revokes and puts with a lease that succeeded",
+			st.requests, st.unknown, st.patched, len(history)-len(patched), st.watchEvents, st.serializable, st.leases)
 	default:
 		path := filepath.Join(dir, "history.html")
 		var buf bytes.Buffer

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -71,6 +73,16 @@ func (r *recorder) do(ctx context.Context, cli *clientv3.Client, clientID int, r
 	out, err := send(rctx, cli, req)
 	cancel()
 	ret := r.now()
+	if err != nil && (req.Lease != 0) {
+		// A lease refused at apply is a definite outcome, as etcd's
+		// apply returns it (the request went through raft).
+		switch rpctypes.Error(err) {
+		case rpctypes.ErrLeaseNotFound:
+			out, err = response{Err: errLeaseNotFound}, nil
+		case rpctypes.ErrLeaseExist:
+			out, err = response{Err: errLeaseExists}, nil
+		}
+	}
 	if err != nil {
 		r.add(porcupine.Operation{ClientId: clientID, Input: req, Call: call, Output: response{Unknown: true}, Return: infinity})
 		return response{}, err
@@ -93,7 +105,27 @@ func send(ctx context.Context, cli *clientv3.Client, req request) (response, err
 		}
 		return out, nil
 	case opPut:
-		resp, err := cli.Put(ctx, key, req.Value)
+		var opts []clientv3.OpOption
+		if req.Lease != 0 {
+			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(leaseID(req.Lease-1))))
+		}
+		resp, err := cli.Put(ctx, key, req.Value, opts...)
+		if err != nil {
+			return response{}, err
+		}
+		return response{Rev: resp.Header.Revision}, nil
+	case opLeaseGrant:
+		// The raw Lease service: clientv3's Grant cannot choose the ID.
+		resp, err := clientv3.RetryLeaseClient(cli).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: leaseID(req.Lease - 1), TTL: 600})
+		if err != nil {
+			return response{}, err
+		}
+		if resp.Error != "" {
+			return response{}, fmt.Errorf("lease grant: %s", resp.Error)
+		}
+		return response{Rev: resp.Header.Revision}, nil
+	case opLeaseRevoke:
+		resp, err := cli.Revoke(ctx, clientv3.LeaseID(leaseID(req.Lease-1)))
 		if err != nil {
 			return response{}, err
 		}
@@ -128,13 +160,14 @@ func send(ctx context.Context, cli *clientv3.Client, req request) (response, err
 }
 
 func fromKV(kv *mvccpb.KeyValue) keyValue {
-	return keyValue{Value: string(kv.Value), Mod: kv.ModRevision, Create: kv.CreateRevision, Version: kv.Version}
+	return keyValue{Value: string(kv.Value), Mod: kv.ModRevision, Create: kv.CreateRevision, Version: kv.Version, Lease: kv.Lease}
 }
 
 // workloadClient issues random requests until the deadline: gets
 // (linearizable, and serializable ones checked apart), puts of unique
 // values, deletes, and txns comparing the mod revision or value it last
-// saw for the key.
+// saw for the key, lease grants, puts with a lease and revokes (no
+// keep-alives or expiry: the TTL outlives the run, see RELIABILITY.md).
 func workloadClient(ctx context.Context, rec *recorder, cli *clientv3.Client, id int, seed uint64, until time.Time, stats *workloadStats) {
 	r := rand.New(rand.NewPCG(seed, uint64(id)+1))
 	type seen struct {
@@ -156,9 +189,15 @@ func workloadClient(ctx context.Context, rec *recorder, cli *clientv3.Client, id
 			continue
 		case p < 40:
 			req.Kind = opGet
-		case p < 70:
+		case p < 62:
 			req.Kind, req.Value = opPut, value
-		case p < 80:
+		case p < 70:
+			req.Kind, req.Value, req.Lease = opPut, value, 1+r.IntN(numLeases)
+		case p < 74:
+			req.Kind, req.Lease = opLeaseGrant, 1+r.IntN(numLeases)
+		case p < 77:
+			req.Kind, req.Lease = opLeaseRevoke, 1+r.IntN(numLeases)
+		case p < 84:
 			req.Kind = opDelete
 		default:
 			req.Kind, req.Value = opTxn, value
@@ -176,6 +215,7 @@ func workloadClient(ctx context.Context, rec *recorder, cli *clientv3.Client, id
 			continue
 		}
 		switch {
+		case out.Err != "" || req.Kind == opLeaseGrant || req.Kind == opLeaseRevoke:
 		case req.Kind == opGet || (req.Kind == opTxn && !out.Succeeded):
 			if out.Found {
 				last[req.Key] = seen{out.KV.Mod, out.KV.Value}
@@ -206,6 +246,7 @@ type watchEvent struct {
 	Delete               bool
 	Key, Value           string
 	Mod, Create, Version int64
+	Lease                int64
 }
 
 // watchResp is one watch response as a watcher received it.
@@ -249,7 +290,7 @@ func startWatcher(member, endpoint string) (*watcher, error) {
 			}
 			for _, ev := range resp.Events {
 				e := watchEvent{Delete: ev.Type == mvccpb.DELETE, Key: string(ev.Kv.Key), Value: string(ev.Kv.Value),
-					Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version}
+					Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version, Lease: ev.Kv.Lease}
 				wr.Events = append(wr.Events, e)
 			}
 			w.mu.Lock()
