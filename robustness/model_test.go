@@ -297,3 +297,25 @@ func TestWatchLeaseRevoke(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchResumedChecked: a watch resumed at a revision must hold the
+// union's events from there, no more, no fewer.
+func TestWatchResumedChecked(t *testing.T) {
+	e2 := pev("key0", "a", 2, 2, 1)
+	e3 := pev("key1", "b", 3, 3, 1)
+	streams := map[string][]watchResp{"m0": {{Events: []watchEvent{e2, e3}, Rev: 3}}}
+	history := []porcupine.Operation{hop(0, 0, 10, putReq(0, "a"), rev(2)), hop(0, 11, 20, putReq(1, "b"), rev(3))}
+	r := validateWatches(streams, 3, history)
+	r.checkResumed("m0", 3, 3, []watchEvent{e3})
+	r.checkResumed("m0", 2, 3, []watchEvent{e2, e3})
+	if len(r.violations) != 0 {
+		t.Fatalf("good: %q", r.violations)
+	}
+	for _, bad := range [][]watchEvent{{e2, e3}, {}, {pev("key1", "c", 3, 3, 1)}} {
+		r := validateWatches(streams, 3, history)
+		r.checkResumed("m0", 3, 3, bad)
+		if len(r.violations) != 1 {
+			t.Errorf("resumed %+v: violations %q", bad, r.violations)
+		}
+	}
+}

@@ -226,3 +226,25 @@ func (r *watchReport) checkSerializable(reads []serialRead, finalRev int64) {
 		}
 	}
 }
+
+// checkResumed: a watch started at revision from (not compacted) holds
+// exactly the union's events from there to the end.
+func (r *watchReport) checkResumed(name string, from, to int64, evs []watchEvent) {
+	var want []watchEvent
+	for rev := from; rev <= to; rev++ {
+		want = append(want, r.union[rev]...)
+	}
+	if !slices.Equal(want, evs) {
+		r.fail("%s: a watch resumed at revision %d got %d events, the streams have %d from there (first difference at %d)",
+			name, from, len(evs), len(want), firstDiff(want, evs))
+	}
+}
+
+func firstDiff(a, b []watchEvent) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}

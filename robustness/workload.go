@@ -347,3 +347,32 @@ func (w *watcher) stop() []watchResp {
 	defer w.mu.Unlock()
 	return w.resps
 }
+
+// watchRange watches the key space on one member from revision from
+// until it has shown every event up to to.
+func watchRange(ctx context.Context, endpoint string, from, to int64) ([]watchEvent, error) {
+	cli, err := newClient(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var evs []watchEvent
+	if from > to {
+		return nil, nil
+	}
+	for resp := range cli.Watch(wctx, "key", clientv3.WithPrefix(), clientv3.WithRev(from)) {
+		if err := resp.Err(); err != nil {
+			return evs, err
+		}
+		for _, ev := range resp.Events {
+			evs = append(evs, watchEvent{Delete: ev.Type == mvccpb.DELETE, Key: string(ev.Kv.Key), Value: string(ev.Kv.Value),
+				Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version, Lease: ev.Kv.Lease})
+		}
+		if len(evs) > 0 && evs[len(evs)-1].Mod >= to {
+			return evs, nil
+		}
+	}
+	return evs, fmt.Errorf("watch ended at %d events: %v", len(evs), wctx.Err())
+}
