@@ -20,6 +20,17 @@ var (
 	flagKeep = flag.String("robustness.keep", "", "keep each run's member data dirs, logs and failing history visualization under this directory")
 )
 
+// TestMain removes the binaries the runs built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, bin := range []string{buildBin, etcdBin} {
+		if bin != "" {
+			os.RemoveAll(filepath.Dir(bin))
+		}
+	}
+	os.Exit(code)
+}
+
 type faultTotals struct {
 	runs, failures int
 	runStats
