@@ -76,7 +76,12 @@ func TestRobustness(t *testing.T) {
 				seed, *flagSeed, i+1, extra)
 			dir := t.TempDir()
 			if *flagKeep != "" {
+				// A fresh dir: a kept one from an earlier run holds another
+				// cluster's members.
 				dir = filepath.Join(*flagKeep, fmt.Sprintf("seed=%d-%s", seed, sc.name))
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
 				if err := os.MkdirAll(dir, 0o755); err != nil {
 					t.Fatal(err)
 				}

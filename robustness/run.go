@@ -63,6 +63,13 @@ func (f *faultEnv) killRestart(idx ...int) error {
 // power cut. etcd (and etckit) repair such a tail at restart.
 func (f *faultEnv) tornWAL(i int) error {
 	m := f.c.members[i]
+	// Blackhole first, then measure: a member writes entries before it
+	// acknowledges them, so whatever it wrote after this point was
+	// acknowledged (if at all) after the blackhole began. (Measured first,
+	// the 64 MiB read let entries be written and acknowledged before the
+	// blackhole; the tear then took acknowledged entries and the member
+	// rightly panicked: "tocommit(225) is out of range [lastIndex(198)]".)
+	m.proxy.setBlackhole(true)
 	seg, err := lastWALSegment(m.dataDir)
 	if err != nil {
 		return err
@@ -72,7 +79,6 @@ func (f *faultEnv) tornWAL(i int) error {
 		return err
 	}
 	f.log("blackhole %s's peer proxy, WAL %s written to %d", m.name, filepath.Base(seg), before)
-	m.proxy.setBlackhole(true)
 	pause(f.r, 300*time.Millisecond, 300*time.Millisecond)
 	f.log("kill -9 %s", m.name)
 	m.kill()
