@@ -1,6 +1,7 @@
 package robustness
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -317,5 +318,24 @@ func TestWatchResumedChecked(t *testing.T) {
 		if len(r.violations) != 1 {
 			t.Errorf("resumed %+v: violations %q", bad, r.violations)
 		}
+	}
+}
+
+// TestHistoryText: a failure's report lists the requests in call order
+// with their times (an unknown outcome as never returning), then the
+// serializable reads and the watch streams.
+func TestHistoryText(t *testing.T) {
+	got := historyText([]porcupine.Operation{
+		hop(1, 20, infinity, putReq(1, "b"), response{Unknown: true}),
+		hop(0, 10, 30, putReq(0, "a"), rev(2)),
+	}, []serialRead{{2, 0, response{Rev: 1}}}, map[string][]watchResp{"m0": {{Events: []watchEvent{pev("key0", "a", 2, 2, 1)}, Rev: 2}}})
+	want := []string{
+		`client 0 [10ns, 30ns] put(key0, "a") -> rev 2`,
+		`client 1 [20ns, never] put(key1, "b") -> unknown`,
+		`serializable, client 2: get(key0) -> rev 1 not found`,
+		`watch m0: {Events:[{Delete:false Key:key0 Value:a Mod:2 Create:2 Version:1 Lease:0}] Progress:false Rev:2 Canceled:false CompactRev:0 Err:}`,
+	}
+	if lines := strings.Split(strings.TrimSpace(got), "\n"); !slices.Equal(lines, want) {
+		t.Errorf("got\n%s\nwant\n%s", got, strings.Join(want, "\n"))
 	}
 }

@@ -13,11 +13,11 @@ import (
 )
 
 var (
-	flagRuns = flag.Int("robustness.runs", 50, "seeded runs of TestRobustness, round robin over the faults (0 skips it)")
-	flagSeed = flag.Uint64("robustness.seed", 20261204, "seed from which each run's seed is derived")
-	flagSoak = flag.Duration("robustness.soak", 0, "keep starting runs until this much time has passed (overrides -robustness.runs)")
-	flagEtcd = flag.String("robustness.etcd", "", "make member 0 of every cluster etcd 3.7.3: this binary, or with \"build\" built from interop/'s module (a mixed cluster)")
-	flagKeep = flag.String("robustness.keep", "", "keep each run's member data dirs, logs and failing history visualization under this directory")
+	flagRuns    = flag.Int("robustness.runs", 50, "seeded runs of TestRobustness, round robin over the faults (0 skips it)")
+	flagSeed    = flag.Uint64("robustness.seed", 20261204, "seed from which each run's seed is derived")
+	flagSoak    = flag.Duration("robustness.soak", 0, "keep starting runs until this much time has passed (overrides -robustness.runs)")
+	flagEtcd    = flag.String("robustness.etcd", "", "make member 0 of every cluster etcd 3.7.3: this binary, or with \"build\" built from interop/'s module (a mixed cluster)")
+	flagKeepDir = flag.String("robustness.keep", "", "keep each run's member data dirs, logs and failing history visualization under this directory")
 )
 
 // TestMain removes the binaries the runs built.
@@ -44,6 +44,7 @@ type faultTotals struct {
 // command replaying it.
 func TestRobustness(t *testing.T) {
 	runs := *flagRuns
+	keptRuns = *flagKeepDir != ""
 	if runs == 0 && *flagSoak == 0 {
 		t.Skip("-robustness.runs=0")
 	}
@@ -75,10 +76,10 @@ func TestRobustness(t *testing.T) {
 			t.Logf("replay: cd robustness && go test -run 'TestRobustness/seed=%d/' -robustness.seed=%d -robustness.runs=%d -robustness.keep=/tmp/robustness%s",
 				seed, *flagSeed, i+1, extra)
 			dir := t.TempDir()
-			if *flagKeep != "" {
+			if *flagKeepDir != "" {
 				// A fresh dir: a kept one from an earlier run holds another
 				// cluster's members.
-				dir = filepath.Join(*flagKeep, fmt.Sprintf("seed=%d-%s", seed, sc.name))
+				dir = filepath.Join(*flagKeepDir, fmt.Sprintf("seed=%d-%s", seed, sc.name))
 				if err := os.RemoveAll(dir); err != nil {
 					t.Fatal(err)
 				}

@@ -7,7 +7,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -408,14 +410,69 @@ func runOnce(t *testing.T, seed uint64, sc scenario, dir, etcdPath string) runSt
 		t.Logf("linearizable: %d requests (%d unknown outcomes: %d settled by the watch, %d dropped), %d watch events, %d serializable reads, %d lease grants, revokes and puts with a lease that succeeded",
 			st.requests, st.unknown, st.patched, len(history)-len(patched), st.watchEvents, st.serializable, st.leases)
 	default:
-		path := filepath.Join(dir, "history.html")
+		out := failureDir(t, dir)
+		path := filepath.Join(out, "history.html")
 		var buf bytes.Buffer
 		if err := porcupine.Visualize(model, info, &buf); err == nil {
 			_ = os.WriteFile(path, buf.Bytes(), 0o644)
 		}
-		t.Errorf("porcupine: %s (%d requests); visualization: %s (kept with -robustness.keep)", res, len(patched), path)
+		t.Errorf("porcupine: %s (%d requests); visualization: %s", res, len(patched), path)
+	}
+	if t.Failed() {
+		out := failureDir(t, dir)
+		path := filepath.Join(out, "history.txt")
+		if err := os.WriteFile(path, []byte(historyText(history, serial, streams)), 0o644); err == nil {
+			t.Logf("history and watch streams: %s", path)
+		}
 	}
 	return st
+}
+
+// keptRuns: the runs' dirs are kept (-robustness.keep).
+var keptRuns bool
+
+// failureDir is where a failing run's history goes: the run's dir when
+// kept (-robustness.keep), else a directory that outlives the test.
+func failureDir(t *testing.T, dir string) string {
+	if keptRuns {
+		return dir
+	}
+	out := filepath.Join(os.TempDir(), "robustness-failure-"+strings.NewReplacer("/", "_", "=", "-").Replace(t.Name()))
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return dir
+	}
+	return out
+}
+
+// historyText is the recorded history in call order, then the serializable
+// reads and every watch stream, for a failure's report.
+func historyText(history []porcupine.Operation, serial []serialRead, streams map[string][]watchResp) string {
+	ops := slices.Clone(history)
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	var b strings.Builder
+	ts := func(v int64) string {
+		if v == infinity {
+			return "never"
+		}
+		return time.Duration(v).String()
+	}
+	for _, op := range ops {
+		fmt.Fprintf(&b, "client %d [%s, %s] %s\n", op.ClientId, ts(op.Call), ts(op.Return), describe(op.Input.(request), op.Output.(response)))
+	}
+	for _, rd := range serial {
+		fmt.Fprintf(&b, "serializable, client %d: %s\n", rd.client, describe(request{Kind: opGet, Key: rd.key}, rd.out))
+	}
+	names := make([]string, 0, len(streams))
+	for name := range streams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, resp := range streams[name] {
+			fmt.Fprintf(&b, "watch %s: %+v\n", name, resp)
+		}
+	}
+	return b.String()
 }
 
 // settle waits until every member reports the same revision and raft
