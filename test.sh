@@ -14,7 +14,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 # go.mod and go.sum of every module say exactly what the code imports.
-for m in . interop interop/etcd36 conformance; do
+for m in . interop interop/etcd36 conformance robustness; do
   (cd "$m" && go mod tidy -diff) || { echo "go mod tidy: $m is not tidy"; exit 1; }
 done
 (cd interop && go vet ./...)
@@ -31,6 +31,12 @@ echo "== interop (differential tests against etcd's own modules)"
 (cd interop && go test -count=1 -timeout 30m ./...)
 (cd interop && go test -count=1 -race -run 'TestTransport' .)
 (cd interop/etcd36 && go vet ./... && go test -count=1 ./...)
+
+# The robustness harness (RELIABILITY.md): seeded runs on real 3- and
+# 1-member clusters under injected faults, histories checked by porcupine.
+# ROBUSTNESS_RUNS=0 skips the runs but keeps the checkers' own tests.
+echo "== robustness (fault injection, linearizability and watch checks)"
+(cd robustness && go vet ./... && go test -count=1 -timeout 20m ./... -robustness.runs="${ROBUSTNESS_RUNS:-50}")
 
 # etcd's own test suite (conformance/run.sh): CONFORMANCE=bounded (the
 # default) runs a selection of tests/common against etckit and etcd 3.7.3 —
