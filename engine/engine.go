@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/corrupt"
@@ -104,6 +105,11 @@ type Options struct {
 	// Auth configures the auth store (tokens, bcrypt cost).
 	Auth   auth.Options
 	Logger *slog.Logger
+	// OnApply, when set, is called after each applied request with its
+	// time and whether it failed (the server's apply metrics).
+	OnApply func(r *pb.InternalRaftRequest, took time.Duration, failed bool)
+	// OnWALSync is the WAL's sync observer (wal.Options.OnSync).
+	OnWALSync func(n int64, write, fsync time.Duration, synced bool)
 }
 
 // Join is what a joining member learned from the cluster's /members.
@@ -258,7 +264,7 @@ func (e *Engine) removeTempFiles() error {
 }
 
 func (e *Engine) walOptions() wal.Options {
-	return wal.Options{FS: e.fs, NoSync: e.opts.NoSync, SegmentSize: e.opts.WALSegmentSize}
+	return wal.Options{FS: e.fs, NoSync: e.opts.NoSync, SegmentSize: e.opts.WALSegmentSize, OnSync: e.opts.OnWALSync}
 }
 
 // bootstrap creates a new member of a new cluster: the WAL with its

@@ -39,9 +39,10 @@ func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.InitialWindowSize(window),
 		grpc.InitialConnWindowSize(4 * window),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	}
+	// the metrics' interceptors first, as etcd's grpc_prometheus ones
+	opts = append(opts, s.metrics.serverOptions()...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(s.streamInterceptor))
 	// Keepalive as etcd's embed.Etcd.serveClients: without an enforcement
 	// policy grpc-go allows one client ping per 5 minutes and answers more
 	// with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", closing every stream
@@ -67,6 +68,8 @@ func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterAuthServer(gs, &authServer{s: s})
 	v3lockpb.RegisterLockServer(gs, &lockServer{s: s})
 	v3electionpb.RegisterElectionServer(gs, &electionServer{s: s})
+	// grpc_server_started_total etc. at zero for every method, as etcd
+	s.metrics.grpc.InitializeMetrics(gs)
 	return gs
 }
 
@@ -584,14 +587,14 @@ func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 		return nil, toGRPCError(err)
 	}
 	m.s.log.Info("starting defragment")
-	m.s.metrics.defragInflight.Store(1)
+	m.s.metrics.defragInflight.Set(1)
 	st, err := m.s.eng.Store().Backend().Defrag()
-	m.s.metrics.defragInflight.Store(0)
+	m.s.metrics.defragInflight.Set(0)
 	if err != nil {
 		m.s.log.Warn("failed to defragment", "error", err)
 		return nil, toGRPCError(err)
 	}
-	m.s.metrics.defrag.observe(st.Took.Seconds())
+	m.s.metrics.defrag.Observe(st.Took.Seconds())
 	m.s.log.Info("finished defragment", "size-before", st.SizeBefore, "size-after", st.SizeAfter, "took", st.Took)
 	return &pb.DefragmentResponse{}, nil
 }

@@ -200,7 +200,7 @@ func (s *Server) handleReady(rd raft.Ready) error {
 		old := s.lead.Swap(rd.SoftState.Lead)
 		if old != rd.SoftState.Lead {
 			if rd.SoftState.Lead != raft.None {
-				s.metrics.leaderChanges.Add(1)
+				s.metrics.leaderChanges.Inc()
 			}
 			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.rn.BasicStatus().Term)
 			if rd.SoftState.Lead == s.ID() {
@@ -247,15 +247,11 @@ func (s *Server) handleReady(rd raft.Ready) error {
 	if isLeader {
 		s.send(rd.Messages)
 	}
-	start := time.Now()
 	if err := s.eng.SaveReady(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
 		return err
 	}
 	if job != nil {
 		close(job.persisted)
-	}
-	if rd.MustSync {
-		s.metrics.walFsync.observe(time.Since(start).Seconds())
 	}
 	if !isLeader {
 		s.send(rd.Messages)
@@ -622,15 +618,15 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 		resultChans.Put(ch)
 		switch {
 		case res.Err == errProposalTimeout:
-			s.metrics.proposalsFailed.Add(1)
+			s.metrics.proposalsFailed.Inc()
 			return nil, s.timeoutErr()
 		case errors.Is(res.Err, raft.ErrProposalDropped):
-			s.metrics.proposalsFailed.Add(1)
+			s.metrics.proposalsFailed.Inc()
 		}
 		return res.Resp, res.Err
 	case <-ctx.Done():
 		unregister()
-		s.metrics.proposalsFailed.Add(1)
+		s.metrics.proposalsFailed.Inc()
 		return nil, ctx.Err()
 	case <-s.stopc:
 		unregister()
