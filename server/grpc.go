@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"time"
 
 	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
@@ -186,7 +187,8 @@ type kvServer struct {
 	s *Server
 }
 
-func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (_ *pb.RangeResponse, err error) {
+	defer k.s.metrics.observeRequest("Range", time.Now(), &err)
 	if err := mvcc.ValidateRange(r); err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -196,10 +198,12 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 		}
 	}
 	var resp *pb.RangeResponse
-	err := k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
+	err = k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
 		return k.s.eng.Auth().IsRangePermitted(ai, r.Key, r.RangeEnd)
 	}, func() (err error) {
+		start := time.Now()
 		resp, err = k.s.eng.Store().Range(r)
+		k.s.metrics.observeRange(start, err == nil)
 		return err
 	})
 	if err != nil {
@@ -378,12 +382,15 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	}
 	var resp *pb.TxnResponse
 	if isTxnReadonly(r) {
+		start := time.Now()
+		var err error
+		defer func() { k.s.metrics.observeRequest("ReadonlyTxn", start, &err) }()
 		if !isTxnSerializable(r) {
 			if err := k.s.linearizableReadNotify(ctx); err != nil {
 				return nil, toGRPCError(err)
 			}
 		}
-		err := k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
+		err = k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
 			return k.s.eng.Auth().CheckTxn(ai, k.s.eng.Store().Lessor().Keys, r)
 		}, func() (err error) {
 			resp, err = k.s.eng.Store().Txn(r)

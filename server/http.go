@@ -83,5 +83,10 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if !health {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
+	if health {
+		s.metrics.healthSuccess.Inc()
+	} else {
+		s.metrics.healthFailures.Inc()
+	}
 	_ = json.NewEncoder(w).Encode(map[string]string{"health": strconv.FormatBool(health), "reason": reason})
 }

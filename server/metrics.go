@@ -102,6 +102,7 @@ type metrics struct {
 	requestDuration       *prometheus.HistogramVec
 	applyDuration         *prometheus.HistogramVec
 	rangeDuration         *prometheus.HistogramVec
+	rangeOK, rangeFailed  prometheus.Observer
 	clientRequests        *prometheus.CounterVec
 	grpcSentBytes         prometheus.Counter
 	grpcReceivedBytes     prometheus.Counter
@@ -112,6 +113,9 @@ type metrics struct {
 	// path does not look labels up.
 	applyMu  sync.Mutex
 	applyObs map[applyKey]prometheus.Observer
+	// request_duration_seconds by (type, success), resolved once
+	reqMu  sync.RWMutex
+	reqObs map[applyKey]prometheus.Observer
 	// client_requests_total by (type, client_api_version), resolved once
 	clientMu   sync.RWMutex
 	clientReqs map[[2]string]prometheus.Counter
@@ -178,7 +182,7 @@ type applyKey struct {
 // registerScrape once s exists, extensive adds the gRPC handling-time
 // histograms (--metrics extensive).
 func newMetrics(extensive bool) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), applyObs: map[applyKey]prometheus.Observer{}, clientReqs: map[[2]string]prometheus.Counter{}}
+	m := &metrics{reg: prometheus.NewRegistry(), applyObs: map[applyKey]prometheus.Observer{}, clientReqs: map[[2]string]prometheus.Counter{}, reqObs: map[applyKey]prometheus.Observer{}}
 	var gopts []grpcprom.ServerMetricsOption
 	if extensive {
 		gopts = append(gopts, grpcprom.WithServerHandlingTimeHistogram())
@@ -202,6 +206,7 @@ func newMetrics(extensive bool) *metrics {
 	m.requestDuration = newHistVec("etcd", "server", "request_duration_seconds", "Response latency distribution in seconds for each type.", bucketsDisk, "type", "success")
 	m.applyDuration = newHistVec("etcd", "server", "apply_duration_seconds", "The latency distributions of v2 apply called by backend.", bucketsApply, "version", "op", "success")
 	m.rangeDuration = newHistVec("etcd", "server", "range_duration_seconds", "The latency distributions of txn.Range", bucketsApply, "success")
+	m.rangeOK, m.rangeFailed = m.rangeDuration.WithLabelValues("true"), m.rangeDuration.WithLabelValues("false")
 	m.clientRequests = newCounterVec("etcd", "server", "client_requests_total", "The total number of client requests per client version.", "type", "client_api_version")
 	m.grpcSentBytes = newCounter("etcd", "network", "client_grpc_sent_bytes_total", "The total number of bytes sent to grpc clients.")
 	m.grpcReceivedBytes = newCounter("etcd", "network", "client_grpc_received_bytes_total", "The total number of bytes received from grpc clients.")
@@ -340,6 +345,34 @@ func (m *metrics) observeApply(r *pb.InternalRaftRequest, took time.Duration, fa
 			m.leaseRevoked.Inc()
 		}
 	}
+}
+
+// observeRequest observes etcd_server_request_duration_seconds for a
+// request of type typ started at start; *errp is its outcome (read when
+// deferred).
+func (m *metrics) observeRequest(typ string, start time.Time, errp *error) {
+	k := applyKey{typ, *errp == nil}
+	m.reqMu.RLock()
+	o := m.reqObs[k]
+	m.reqMu.RUnlock()
+	if o == nil {
+		m.reqMu.Lock()
+		if o = m.reqObs[k]; o == nil {
+			o = m.requestDuration.WithLabelValues(typ, strconv.FormatBool(k.ok))
+			m.reqObs[k] = o
+		}
+		m.reqMu.Unlock()
+	}
+	o.Observe(time.Since(start).Seconds())
+}
+
+// observeRange is etcd's txn.RangeSecObserve: the store's range read.
+func (m *metrics) observeRange(start time.Time, ok bool) {
+	o := m.rangeFailed
+	if ok {
+		o = m.rangeOK
+	}
+	o.Observe(float64(time.Since(start).Microseconds()) / 1e6)
 }
 
 // countTxn counts a txn's operations as etcd's metricsTxnWrite does: the

@@ -332,6 +332,9 @@ func (s *Server) serveLeaseRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ttl, err := s.eng.Store().Lessor().Renew(req.ID)
+	if err == nil {
+		s.metrics.leaseRenewed.Inc()
+	}
 	if errors.Is(err, mvcc.ErrLeaseNotFound) {
 		http.Error(w, "lease not found", http.StatusNotFound)
 		return
@@ -443,6 +446,9 @@ func (s *Server) forwardLease(ctx context.Context, path string, body []byte) ([]
 func (s *Server) renewLease(ctx context.Context, id int64) (int64, error) {
 	if s.Leader() == s.ID() {
 		ttl, err := s.eng.Store().Lessor().Renew(id)
+		if err == nil {
+			s.metrics.leaseRenewed.Inc() // etcd: renewals seen by the leader
+		}
 		// As etcd's LeaseRenew: a leader that lost its leadership while
 		// clearing a checkpoint forwards the renewal to the new one.
 		if !errors.Is(err, mvcc.ErrNotPrimary) {

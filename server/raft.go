@@ -577,7 +577,8 @@ func (c *Config) reqTimeoutOrDefault() time.Duration {
 // propose sends r through raft and waits for its result. Concurrent
 // proposals reach raft between two Readys and share one WAL write and
 // fdatasync.
-func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
+func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (resp proto.Message, err error) {
+	defer s.metrics.observeRequest(applyOp(r), time.Now(), &err)
 	id := s.reqID.next()
 	r.Header = &pb.RequestHeader{ID: id}
 	// The caller's identity travels with the request: every member checks
