@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -678,39 +677,27 @@ func (c countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (c countingCodec) Name() string { return c.inner.Name() }
 
 // serverOptions are the gRPC options of the metrics: the counting codec
-// and the interceptors, grpc_server_* (go-grpc-middleware's, as etcd)
-// before etcd_server_client_requests_total.
+// and go-grpc-middleware's interceptors (grpc_server_*, as etcd), first
+// in the chain; etcd_server_client_requests_total is counted by the
+// server's interceptors (interceptor.go), which read the metadata anyway.
 func (m *metrics) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(countingCodec{inner: encoding.GetCodecV2(proto.Name), m: m}),
-		grpc.ChainUnaryInterceptor(m.grpc.UnaryServerInterceptor(), m.unaryInterceptor),
-		grpc.ChainStreamInterceptor(m.grpc.StreamServerInterceptor(), m.streamInterceptor),
+		grpc.ChainUnaryInterceptor(m.grpc.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.grpc.StreamServerInterceptor()),
 	}
-}
-
-func (m *metrics) unaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	m.countClientRequest(ctx, "unary")
-	return handler(ctx, req)
-}
-
-func (m *metrics) streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	m.countClientRequest(ss.Context(), "stream")
-	return handler(srv, ss)
 }
 
 // countClientRequest counts a request by its client-api-version metadata
-// (etcd: "unknown" without one; no metadata, no count).
-func (m *metrics) countClientRequest(ctx context.Context, typ string) {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return
-	}
+// ("unknown" without one), as etcd's interceptors; false: the version is
+// not UTF-8, which etcd refuses.
+func (m *metrics) countClientRequest(md metadata.MD, typ string) bool {
 	ver := "unknown"
-	if vs := md.Get(rpctypes.MetadataClientAPIVersionKey); len(vs) > 0 {
+	if vs := md[rpctypes.MetadataClientAPIVersionKey]; len(vs) > 0 {
 		ver = vs[0]
 	}
 	if !utf8.ValidString(ver) {
-		return // refused by the server's interceptor
+		return false
 	}
 	k := [2]string{typ, ver}
 	m.clientMu.RLock()
@@ -725,4 +712,66 @@ func (m *metrics) countClientRequest(ctx context.Context, typ string) {
 		m.clientMu.Unlock()
 	}
 	c.Inc()
+	return true
+}
+
+// peerObserver is the transport's observer: etcd_network_* by peer, the
+// per-peer series resolved once.
+type peerObserver struct {
+	m     *metrics
+	local string
+	mu    sync.RWMutex
+	peers map[uint64]*peerSeries
+}
+
+type peerSeries struct {
+	sent, received, sendFailed, recvFailed prometheus.Counter
+	active                                 prometheus.Gauge
+	disconnected                           prometheus.Counter
+	rtt                                    prometheus.Observer
+}
+
+func newPeerObserver(m *metrics, local uint64) *peerObserver {
+	return &peerObserver{m: m, local: idLabel(local), peers: map[uint64]*peerSeries{}}
+}
+
+func (o *peerObserver) series(id uint64) *peerSeries {
+	o.mu.RLock()
+	p := o.peers[id]
+	o.mu.RUnlock()
+	if p != nil {
+		return p
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if p = o.peers[id]; p == nil {
+		l := idLabel(id)
+		m := o.m
+		p = &peerSeries{
+			sent: m.peerSentBytes.WithLabelValues(l), received: m.peerReceivedBytes.WithLabelValues(l),
+			sendFailed: m.peerSentFailures.WithLabelValues(l), recvFailed: m.peerReceivedFailures.WithLabelValues(l),
+			active: m.activePeers.WithLabelValues(o.local, l), disconnected: m.disconnectedPeers.WithLabelValues(o.local, l),
+			rtt: m.rtt.WithLabelValues(l),
+		}
+		o.peers[id] = p
+	}
+	return p
+}
+
+func (o *peerObserver) SentBytes(to uint64, n int)       { o.series(to).sent.Add(float64(n)) }
+func (o *peerObserver) ReceivedBytes(from uint64, n int) { o.series(from).received.Add(float64(n)) }
+func (o *peerObserver) SendFailed(to uint64)             { o.series(to).sendFailed.Inc() }
+func (o *peerObserver) ReceiveFailed(from uint64)        { o.series(from).recvFailed.Inc() }
+func (o *peerObserver) RoundTrip(to uint64, d time.Duration) {
+	o.series(to).rtt.Observe(d.Seconds())
+}
+
+func (o *peerObserver) PeerActive(remote uint64, active bool) {
+	p := o.series(remote)
+	if active {
+		p.active.Inc()
+		return
+	}
+	p.active.Dec()
+	p.disconnected.Inc()
 }

@@ -75,7 +75,8 @@ func (s *Server) startPeer() error {
 	if s.cfg.Transport == nil {
 		s.tr = transport.New(transport.Config{ID: s.ID(), ClusterID: s.ClusterID(), URLs: s.peerURLs(), Raft: s, Version: Version,
 			DialTimeout: s.cfg.peerDialTimeout(), TLSClientConfig: s.peerDial, Snapshots: s,
-			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp")})
+			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp"),
+			Observer: newPeerObserver(s.metrics, s.ID())})
 		s.cfg.Transport = s.tr
 	}
 	if !s.cfg.PeerTLS.Empty() {

@@ -369,7 +369,10 @@ func (s *Server) applyLoop() {
 
 func (s *Server) applyOne(job applyJob) error {
 	if job.snap != nil {
-		if err := s.eng.ApplySnapshot(job.snap); err != nil {
+		s.metrics.snapshotApplying.Set(1)
+		err := s.eng.ApplySnapshot(job.snap)
+		s.metrics.snapshotApplying.Set(0)
+		if err != nil {
 			return err
 		}
 		s.metrics.countSnapshot(false, s.Leader())
@@ -431,9 +434,16 @@ func (s *Server) sendSnapshot(m *raftpb.Message) {
 		pw.CloseWithError(err)
 	}()
 	s.log.Info("sending database snapshot", "to", fmt.Sprintf("%x", m.GetTo()), "index", ds.Index, "term", ds.Term, "db-bytes", ds.Size)
+	to := idLabel(m.GetTo())
+	s.metrics.snapshotSendInflights.WithLabelValues(to).Inc()
+	start := time.Now()
 	s.cfg.Transport.SendSnapshot(&transport.SnapshotMessage{Message: msg, DB: pr, Size: ds.Size, Done: func(sent bool) {
+		s.metrics.snapshotSendInflights.WithLabelValues(to).Dec()
 		if sent {
 			s.metrics.countSnapshot(true, m.GetTo())
+			s.metrics.snapshotSendSeconds.WithLabelValues(to).Observe(time.Since(start).Seconds())
+		} else {
+			s.metrics.snapshotSendFailures.WithLabelValues(to).Inc()
 		}
 		pr.Close()
 		ds.Release()
@@ -450,7 +460,18 @@ func (s *Server) sendSnapshot(m *raftpb.Message) {
 // SaveDB keeps the db of a snapshot a leader sends (transport.SnapshotStore).
 func (s *Server) SaveDB(r io.Reader, m *raftpb.Message) (int64, error) {
 	md := m.GetSnapshot().GetMetadata()
-	return s.eng.SaveSnapshotDB(r, md.GetIndex(), md.GetTerm())
+	from := idLabel(m.GetFrom())
+	s.metrics.snapshotReceiveInflights.WithLabelValues(from).Inc()
+	defer s.metrics.snapshotReceiveInflights.WithLabelValues(from).Dec()
+	start := time.Now()
+	n, err := s.eng.SaveSnapshotDB(r, md.GetIndex(), md.GetTerm())
+	if err != nil {
+		s.metrics.snapshotReceiveFailures.WithLabelValues(from).Inc()
+		return n, err
+	}
+	s.metrics.snapshotReceiveSeconds.WithLabelValues(from).Observe(time.Since(start).Seconds())
+	s.metrics.snapDBSave.Observe(time.Since(start).Seconds())
+	return n, nil
 }
 
 // send hands raft's messages to the transport. A MsgSnap is not sent as
