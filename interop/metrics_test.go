@@ -17,6 +17,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	// The etcd binary links its gRPC proxy, which registers its families
+	// in the default registry: imported so that embedded etcd exposes what
+	// the binary does.
+	_ "go.etcd.io/etcd/server/v3/proxy/grpcproxy"
 )
 
 // metricsGaps are the families etcd 3.7.3 exposes after metricsWorkload on

@@ -270,6 +270,18 @@ func newMetrics(extensive bool) *metrics {
 	m.snapshotReceiveSeconds = newHistVec("etcd", "network", "snapshot_receive_total_duration_seconds", "Total latency distributions of v3 snapshot receives", bucketsSnapDB, "From")
 	m.rtt = newHistVec("etcd", "network", "peer_round_trip_time_seconds", "Round-Trip-Time histogram between peers", bucketsRTT, "To")
 
+	// The etcd binary links its gRPC proxy, whose package registers
+	// these in the default registry: every member exposes them, at zero
+	// (etcd's TestNoMetricsMissing expects them). etckit has no proxy.
+	proxy := []prometheus.Collector{
+		newGauge("etcd", "grpc_proxy", "watchers_coalescing_total", "Total number of current watchers coalescing"),
+		newCounter("etcd", "grpc_proxy", "events_coalescing_total", "Total number of events coalescing"),
+		newGauge("etcd", "grpc_proxy", "cache_keys_total", "Total number of keys/ranges cached"),
+		newGauge("etcd", "grpc_proxy", "cache_hits_total", "Total number of cache hits"),
+		newGauge("etcd", "grpc_proxy", "cache_misses_total", "Total number of cache misses"),
+	}
+	m.reg.MustRegister(proxy...)
+
 	m.storeWatchRequests = newCounter("etcd_debugging", "store", "watch_requests_total", "Total number of incoming watch requests (new or reestablished).")
 	m.storeExpires = newCounter("etcd_debugging", "store", "expires_total", "Total number of expired keys.")
 	m.storeWatchers = newGauge("etcd_debugging", "store", "watchers", "Count of currently active watchers.")
