@@ -549,6 +549,8 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	v := m.s.eng.Store().Backend().Snapshot()
 	defer v.Release()
 	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	start := time.Now()
+	defer func() { m.s.metrics.hashDuration.Observe(time.Since(start).Seconds()) }()
 	err := v.Tx().ForEach(func(name []byte, b *bolt.Bucket) error {
 		h.Write(name)
 		isMeta := string(name) == mvcc.BucketMeta
@@ -576,7 +578,9 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 	if err := m.s.checkAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	start := time.Now()
 	h, rev, err := m.s.eng.Store().HashKV(r.Revision)
+	m.s.metrics.hashRevDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -623,6 +627,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 		storageVersion = string(sv)
 	}
 	v.Release()
+	start := time.Now()
 	ds, err := m.s.eng.DBSnapshot()
 	if err != nil {
 		return toGRPCError(err)
@@ -652,6 +657,8 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 			return toGRPCError(err)
 		}
 	}
+	// etcd_disk_backend_snapshot_duration_seconds: the db sent
+	m.s.metrics.backendSnapshot.Observe(time.Since(start).Seconds())
 	return toGRPCError(srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: storageVersion}))
 }
 

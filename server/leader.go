@@ -64,6 +64,7 @@ func (s *Server) leaderLoop() {
 		}
 		if s.Leader() == s.ID() {
 			for _, id := range s.eng.Store().Lessor().Expired() {
+				s.metrics.leaseExpired.Inc()
 				if _, err := s.propose(withRoot(ctx), &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil {
 					s.log.Warn("could not revoke expired lease", "lease", fmt.Sprintf("%016x", id), "error", err)
 				}

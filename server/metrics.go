@@ -106,7 +106,6 @@ type metrics struct {
 	grpcSentBytes         prometheus.Counter
 	grpcReceivedBytes     prometheus.Counter
 	streamFailures        *prometheus.CounterVec
-	alarms                *prometheus.GaugeVec
 
 	// apply: the (op, success) histograms resolved once, so the apply
 	// path does not look labels up.
@@ -210,7 +209,6 @@ func newMetrics(extensive bool) *metrics {
 	m.grpcSentBytes = newCounter("etcd", "network", "client_grpc_sent_bytes_total", "The total number of bytes sent to grpc clients.")
 	m.grpcReceivedBytes = newCounter("etcd", "network", "client_grpc_received_bytes_total", "The total number of bytes received from grpc clients.")
 	m.streamFailures = newCounterVec("etcd", "network", "server_stream_failures_total", "The total number of stream failures from the local server.", "Type", "API")
-	m.alarms = newGaugeVec("etcd_debugging", "server", "alarms", "Alarms for every member in cluster. 1 for 'server_id' label with current ID. 2 for 'alarm_type' label with type of this alarm", "server_id", "alarm_type")
 
 	m.watchSendLoopWatchStream = newHist("etcd_debugging", "server", "watch_send_loop_watch_stream_duration_seconds", "The total duration in seconds of running through the send loop watch stream response all events.", bucketsDisk)
 	m.watchSendLoopPerEvent = newHist("etcd_debugging", "server", "watch_send_loop_watch_stream_duration_per_event_seconds", "The average duration in seconds of running through the send loop watch stream response, per event.", bucketsDisk)
@@ -293,7 +291,7 @@ func newMetrics(extensive bool) *metrics {
 		m.leaderChanges, m.heartbeatSendFailures, m.proposalsFailed, m.slowApplies, m.slowReadIndexes,
 		m.readIndexesFailed, m.leaseExpired, m.learnerPromoteOK, m.learnerPromoteFailed, m.snapshotApplying,
 		m.healthSuccess, m.healthFailures, m.healthCheck, m.healthChecks, m.requestDuration, m.applyDuration,
-		m.rangeDuration, m.clientRequests, m.grpcSentBytes, m.grpcReceivedBytes, m.streamFailures, m.alarms,
+		m.rangeDuration, m.clientRequests, m.grpcSentBytes, m.grpcReceivedBytes, m.streamFailures,
 		m.watchSendLoopWatchStream, m.watchSendLoopPerEvent, m.watchSendLoopControlStream, m.watchSendLoopProgress,
 		m.rangeTotal, m.putTotal, m.deleteTotal, m.txnTotal, m.putSize, m.eventsTotal, m.pendingEvents,
 		m.indexCompactionPause, m.dbCompactionPause, m.dbCompactionTotal, m.dbCompactionLast, m.dbCompactionKeys,
@@ -384,6 +382,22 @@ func (m *metrics) observeRange(start time.Time, ok bool) {
 		o = m.rangeOK
 	}
 	o.Observe(float64(time.Since(start).Microseconds()) / 1e6)
+}
+
+// observeWatchSend observes etcd's watch send loop histograms for one
+// response sent and counts its events (etcd_debugging_mvcc_events_total).
+func (m *metrics) observeWatchSend(r *pb.WatchResponse, start time.Time) {
+	d := time.Since(start).Seconds()
+	switch {
+	case len(r.Events) > 0:
+		m.eventsTotal.Add(float64(len(r.Events)))
+		m.watchSendLoopWatchStream.Observe(d)
+		m.watchSendLoopPerEvent.Observe(d / float64(len(r.Events)))
+	case r.Created || r.Canceled:
+		m.watchSendLoopControlStream.Observe(d)
+	default:
+		m.watchSendLoopProgress.Observe(d)
+	}
 }
 
 // countTxn counts a txn's operations as etcd's metricsTxnWrite does: the
@@ -557,6 +571,7 @@ var (
 	descWatchers       = prometheus.NewDesc("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", nil, nil)
 	descSlowWatchers   = prometheus.NewDesc("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", nil, nil)
 	descAuthRevision   = prometheus.NewDesc("etcd_debugging_auth_revision", "The current revision of auth store.", nil, nil)
+	descAlarms         = prometheus.NewDesc("etcd_debugging_server_alarms", "Alarms for every member in cluster. 1 for 'server_id' label with current ID. 2 for 'alarm_type' label with type of this alarm", []string{"server_id", "alarm_type"}, nil)
 	descFDUsed         = prometheus.NewDesc("os_fd_used", "The number of used file descriptors.", nil, nil)
 	descFDLimit        = prometheus.NewDesc("os_fd_limit", "The file descriptor limit.", nil, nil)
 )
@@ -565,7 +580,7 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHasLeader, descIsLeader, descIsLearner, descCommitted, descApplied,
 		descPending, descQuota, descVersion, descGoVersion, descServerID, descFeature, descClusterVersion,
 		descKnownPeers, descDBSize, descDBInUse, descOpenReadTxns, descCurrentRev, descCompactRev, descKeys,
-		descWatchStreams, descWatchers, descSlowWatchers, descAuthRevision, descFDUsed, descFDLimit} {
+		descWatchStreams, descWatchers, descSlowWatchers, descAuthRevision, descAlarms, descFDUsed, descFDLimit} {
 		ch <- d
 	}
 }
@@ -631,6 +646,11 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descWatchers, float64(stats.Watchers))
 	g(descSlowWatchers, float64(stats.SlowWatchers))
 	g(descAuthRevision, float64(s.eng.Auth().Revision()))
+	for _, a := range s.eng.Alarms() {
+		if a.GetAlarm() != pb.AlarmType_NONE {
+			g(descAlarms, 1, idLabel(a.GetMemberID()), a.GetAlarm().String())
+		}
+	}
 	if used, limit, ok := fdUsage(); ok {
 		g(descFDUsed, float64(used))
 		g(descFDLimit, float64(limit))
