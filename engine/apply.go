@@ -126,7 +126,7 @@ func (e *Engine) applyNormal(ent *raftpb.Entry, done func(Result)) error {
 	}
 	if e.opts.OnApply != nil {
 		start := time.Now()
-		defer func() { e.opts.OnApply(&r, time.Since(start), res.Err != nil) }()
+		defer func() { e.opts.OnApply(&r, res.Resp, time.Since(start), res.Err != nil) }()
 	}
 	if c := r.GetCompaction(); c != nil {
 		// Compact persists its schedule and commits by itself; replaying it

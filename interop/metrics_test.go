@@ -70,7 +70,23 @@ func metricsWorkload(t *testing.T, m *member, httpBase string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: []byte("k2")}); err != nil {
+	// a failed compare, a read-only txn, prev_kv
+	cmpFalse := &pb.Compare{Key: []byte("k1"), Target: pb.Compare_VERSION, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Version{Version: 0}}
+	for _, req := range []*pb.TxnRequest{
+		{Compare: []*pb.Compare{cmpFalse}, Failure: []*pb.RequestOp{
+			{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("k3"), Value: []byte("f"), PrevKv: true}}},
+			{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("k4")}}}}},
+		{Compare: []*pb.Compare{cmpFalse}, Success: []*pb.RequestOp{
+			{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("k4")}}}}},
+	} {
+		if _, err := m.kv.Txn(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.kv.Put(ctx, &pb.PutRequest{Key: []byte("k5"), Value: []byte("p"), PrevKv: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: []byte("k2"), PrevKv: true}); err != nil {
 		t.Fatal(err)
 	}
 	g, err := m.lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 60})
@@ -126,6 +142,18 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 		t.Fatalf("parse %s: %v", url, err)
 	}
 	return fams
+}
+
+// familyValue is the value of a family's single counter or gauge.
+func familyValue(f *dto.MetricFamily) float64 {
+	if f == nil || len(f.GetMetric()) != 1 {
+		return -1
+	}
+	m := f.GetMetric()[0]
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return m.GetGauge().GetValue()
 }
 
 // labelNames are the label names a family's series carry.
@@ -197,6 +225,17 @@ func TestMetricsFamiliesMatchEtcd(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+	// The counts the workload fixes are equal (etcd's metricsTxnWrite
+	// counts: a put, a range, a txn of more than one operation).
+	for _, name := range []string{"etcd_mvcc_put_total", "etcd_mvcc_delete_total", "etcd_mvcc_range_total", "etcd_mvcc_txn_total",
+		"etcd_debugging_mvcc_total_put_size_in_bytes", "etcd_debugging_mvcc_events_total", "etcd_debugging_mvcc_current_revision",
+		"etcd_debugging_mvcc_compact_revision", "etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_watch_stream_total",
+		"etcd_debugging_mvcc_watcher_total", "etcd_debugging_lease_granted_total", "etcd_debugging_lease_revoked_total",
+		"etcd_debugging_lease_renewed_total", "etcd_server_health_success", "etcd_server_is_leader", "etcd_server_has_leader"} {
+		if w, g := familyValue(want[name]), familyValue(got[name]); w != g {
+			t.Errorf("%s: etckit %v, etcd %v", name, g, w)
 		}
 	}
 	var extra []string

@@ -5,8 +5,7 @@ package mvcc
 // _slow_watcher_total). mvcc knows no metrics library: the server reads
 // these when it is scraped.
 type Stats struct {
-	// Keys are the keys in the key index: etcd counts live keys, a key
-	// deleted here stays counted until a compaction drops it.
+	// Keys are the keys that exist at the current revision.
 	Keys int64
 	// WatchStreams are the open watch streams, Watchers their watchers,
 	// SlowWatchers those not yet caught up (unsynced or victims).
@@ -17,7 +16,7 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	var st Stats
 	s.mu.RLock()
-	st.Keys = int64(s.idx.count - s.idx.dead)
+	st.Keys = s.live
 	h := s.hub
 	s.mu.RUnlock()
 	st.Watchers = h.n.Load()

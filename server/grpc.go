@@ -386,7 +386,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		var err error
 		defer func() { k.s.metrics.observeRequest("ReadonlyTxn", start, &err) }()
 		if !isTxnSerializable(r) {
-			if err := k.s.linearizableReadNotify(ctx); err != nil {
+			if err = k.s.linearizableReadNotify(ctx); err != nil {
 				return nil, toGRPCError(err)
 			}
 		}
@@ -399,6 +399,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		if err != nil {
 			return nil, toGRPCError(err)
 		}
+		k.s.metrics.countTxn(r, resp.Succeeded)
 	} else {
 		if err := k.s.checkQuota(ctx, txnCost(r)); err != nil {
 			return nil, err

@@ -21,9 +21,10 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
+	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/etckit/etckit/mvcc"
 )
@@ -319,7 +320,7 @@ func (m *metrics) registerScrape(s *Server) {
 
 // observeApply is the engine's apply observer (engine.Options.OnApply): op
 // is etcd's apply op name ("Put", "Txn", ...).
-func (m *metrics) observeApply(r *pb.InternalRaftRequest, took time.Duration, failed bool) {
+func (m *metrics) observeApply(r *pb.InternalRaftRequest, resp proto.Message, took time.Duration, failed bool) {
 	op := applyOp(r)
 	k := applyKey{op, !failed}
 	m.applyMu.Lock()
@@ -331,29 +332,121 @@ func (m *metrics) observeApply(r *pb.InternalRaftRequest, took time.Duration, fa
 	m.applyMu.Unlock()
 	// etcd observes microseconds / 1e6
 	o.Observe(float64(took.Microseconds()) / 1e6)
+	if r.GetCompaction() != nil {
+		// the index is compacted while the entry is applied
+		m.indexCompactionPause.Observe(float64(took.Microseconds()) / 1e3)
+	}
 	if took > 100*time.Millisecond { // etcd's warnApplyDuration
 		m.slowApplies.Inc()
 	}
+	if failed {
+		return
+	}
 	switch {
 	case r.GetPut() != nil:
-		m.putTotal.Inc()
-		m.putSize.Add(float64(len(r.GetPut().GetKey()) + len(r.GetPut().GetValue())))
+		var c txnCounts
+		c.put(r.GetPut())
+		c.end(m)
 	case r.GetDeleteRange() != nil:
-		m.deleteTotal.Inc()
+		var c txnCounts
+		c.del(r.GetDeleteRange())
+		c.end(m)
 	case r.GetRange() != nil:
 		m.rangeTotal.Inc()
 	case r.GetTxn() != nil:
-		m.countTxn(r.GetTxn(), !failed)
+		tr, _ := resp.(*pb.TxnResponse)
+		m.countTxn(r.GetTxn(), tr.GetSucceeded())
+	case r.GetCompaction() != nil:
+		m.rangeTotal.Inc() // etcd reads the revision for the response
 	case r.GetLeaseGrant() != nil:
-		if !failed {
-			m.leaseGranted.Inc()
-			m.leaseTTL.Observe(float64(r.GetLeaseGrant().GetTTL()))
-		}
+		m.leaseGranted.Inc()
+		m.leaseTTL.Observe(float64(r.GetLeaseGrant().GetTTL()))
 	case r.GetLeaseRevoke() != nil:
-		if !failed {
-			m.leaseRevoked.Inc()
+		m.leaseRevoked.Inc()
+	}
+}
+
+// txnCounts are the operations of one of etcd's mvcc transactions, counted
+// at its end as etcd's metricsTxnWrite does: each range, put and delete,
+// the put bytes, and the transaction itself when it holds more than one
+// operation.
+type txnCounts struct {
+	ranges, puts, deletes int
+	putSize               int
+}
+
+// put is a put request: with prev_kv, ignore_value or ignore_lease etcd
+// reads the key first, in the same transaction.
+func (c *txnCounts) put(p *pb.PutRequest) {
+	if p.GetPrevKv() || p.GetIgnoreValue() || p.GetIgnoreLease() {
+		c.ranges++
+	}
+	c.puts++
+	c.putSize += len(p.GetKey()) + len(p.GetValue())
+}
+
+// del is a delete request: with prev_kv etcd reads the keys first.
+func (c *txnCounts) del(d *pb.DeleteRangeRequest) {
+	if d.GetPrevKv() {
+		c.ranges++
+	}
+	c.deletes++
+}
+
+func (c *txnCounts) ops(ops []*pb.RequestOp) {
+	for _, op := range ops {
+		switch {
+		case op.GetRequestPut() != nil:
+			c.put(op.GetRequestPut())
+		case op.GetRequestRange() != nil:
+			c.ranges++
+		case op.GetRequestDeleteRange() != nil:
+			c.del(op.GetRequestDeleteRange())
+		case op.GetRequestTxn() != nil:
+			// a nested txn runs in the same transaction; its branch is
+			// not known here: its success ops are counted
+			t := op.GetRequestTxn()
+			c.ranges += len(t.GetCompare())
+			c.ops(t.GetSuccess())
 		}
 	}
+}
+
+func (c *txnCounts) end(m *metrics) {
+	if c.ranges+c.puts+c.deletes > 1 {
+		m.txnTotal.Inc()
+	}
+	m.rangeTotal.Add(float64(c.ranges))
+	m.putTotal.Add(float64(c.puts))
+	m.deleteTotal.Add(float64(c.deletes))
+	m.putSize.Add(float64(c.putSize))
+}
+
+// countTxn counts a txn as etcd's mvcc transactions do (txn.Txn): the
+// compares are ranges of a read transaction; a txn that writes then runs
+// the branch taken in a write transaction, a read-only txn in the same
+// one. A failed compare ends the compares in etcd; here every compare of
+// a failed txn is counted (exact for one compare).
+func (m *metrics) countTxn(t *pb.TxnRequest, succeeded bool) {
+	ops := t.GetFailure()
+	if succeeded {
+		ops = t.GetSuccess()
+	}
+	var c txnCounts
+	c.ranges = len(t.GetCompare())
+	// etcd's checkTxn reads the previous value of the branch's puts with
+	// prev_kv, ignore_value or ignore_lease in the read transaction too
+	for _, op := range ops {
+		if p := op.GetRequestPut(); p != nil && (p.GetPrevKv() || p.GetIgnoreValue() || p.GetIgnoreLease()) {
+			c.ranges++
+		}
+	}
+	if !isTxnReadonly(t) {
+		c.end(m)
+		c = txnCounts{}
+	}
+	c.ops(ops)
+	c.end(m)
 }
 
 // observeRequest observes etcd_server_request_duration_seconds for a
@@ -375,8 +468,10 @@ func (m *metrics) observeRequest(typ string, start time.Time, errp *error) {
 	o.Observe(time.Since(start).Seconds())
 }
 
-// observeRange is etcd's txn.RangeSecObserve: the store's range read.
+// observeRange is etcd's txn.RangeSecObserve, the store's range read, and
+// its count (a read-only transaction of one range).
 func (m *metrics) observeRange(start time.Time, ok bool) {
+	m.rangeTotal.Inc()
 	o := m.rangeFailed
 	if ok {
 		o = m.rangeOK
@@ -397,33 +492,6 @@ func (m *metrics) observeWatchSend(r *pb.WatchResponse, start time.Time) {
 		m.watchSendLoopControlStream.Observe(d)
 	default:
 		m.watchSendLoopProgress.Observe(d)
-	}
-}
-
-// countTxn counts a txn's operations as etcd's metricsTxnWrite does: the
-// compares are ranges, each op its kind, and the txn itself when it holds
-// more than one operation.
-func (m *metrics) countTxn(t *pb.TxnRequest, ok bool) {
-	ops := t.GetFailure()
-	if ok {
-		ops = t.GetSuccess() // an approximation: the branch taken is in the response
-	}
-	n := len(t.GetCompare())
-	m.rangeTotal.Add(float64(len(t.GetCompare())))
-	for _, op := range ops {
-		n++
-		switch {
-		case op.GetRequestPut() != nil:
-			m.putTotal.Inc()
-			m.putSize.Add(float64(len(op.GetRequestPut().GetKey()) + len(op.GetRequestPut().GetValue())))
-		case op.GetRequestRange() != nil:
-			m.rangeTotal.Inc()
-		case op.GetRequestDeleteRange() != nil:
-			m.deleteTotal.Inc()
-		}
-	}
-	if n > 1 {
-		m.txnTotal.Inc()
 	}
 }
 
@@ -490,6 +558,17 @@ func applyOp(r *pb.InternalRaftRequest) string {
 		return "AuthRoleList"
 	}
 	return "unknown"
+}
+
+// observeCompact is the store's physical compaction observer (etcd's
+// db_compaction_* families, in milliseconds).
+func (m *metrics) observeCompact(c mvcc.CompactStats) {
+	m.dbCompactionKeys.Add(float64(c.Keys))
+	for _, p := range c.Pauses {
+		m.dbCompactionPause.Observe(float64(p.Milliseconds()))
+	}
+	m.dbCompactionTotal.Observe(float64(c.Total.Milliseconds()))
+	m.dbCompactionLast.Set(float64(time.Now().Unix()))
 }
 
 // observeCommit is the backend's commit observer.
@@ -714,7 +793,7 @@ func (c countingCodec) Name() string { return c.inner.Name() }
 // server's interceptors (interceptor.go), which read the metadata anyway.
 func (m *metrics) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ForceServerCodecV2(countingCodec{inner: encoding.GetCodecV2(proto.Name), m: m}),
+		grpc.ForceServerCodecV2(countingCodec{inner: encoding.GetCodecV2(protoenc.Name), m: m}),
 		grpc.ChainUnaryInterceptor(m.grpc.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(m.grpc.StreamServerInterceptor()),
 	}

@@ -229,12 +229,13 @@ func TestMetricsPutAllocs(t *testing.T) {
 	m := newMetrics(false)
 	po := newPeerObserver(m, 1)
 	req := &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("key"), Value: []byte("value")}}
+	putResp := &pb.PutResponse{}
 	md := metadata.Pairs("client-api-version", "3.7")
 	var err error
 	put := func() {
 		m.countClientRequest(md, "unary")
 		m.observeRequest("Put", time.Now(), &err)
-		m.observeApply(req, time.Millisecond, false)
+		m.observeApply(req, putResp, time.Millisecond, false)
 		m.observeWALSync(100, time.Millisecond, time.Millisecond, true)
 		m.observeCommit(mvcc.CommitStats{Total: time.Millisecond})
 		po.SentBytes(2, 100)

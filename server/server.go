@@ -382,6 +382,8 @@ func New(cfg Config) (*Server, error) {
 	cfg.Engine.OnApply = met.observeApply
 	cfg.Engine.OnWALSync = met.observeWALSync
 	cfg.Engine.MVCC.Backend.OnCommit = met.observeCommit
+	cfg.Engine.MVCC.OnCompact = met.observeCompact
+	cfg.Engine.OnSnapSave = func(d time.Duration) { met.snapSave.Observe(d.Seconds()) }
 	eng, err := engine.Open(cfg.Engine)
 	if err != nil {
 		tokens.Disable()
