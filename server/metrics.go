@@ -112,6 +112,9 @@ type metrics struct {
 	// path does not look labels up.
 	applyMu  sync.Mutex
 	applyObs map[applyKey]prometheus.Observer
+	// the last heartbeat sent to each peer (heartbeatSent)
+	hbMu   sync.Mutex
+	hbLast map[uint64]time.Time
 	// request_duration_seconds by (type, success), resolved once
 	reqMu  sync.RWMutex
 	reqObs map[applyKey]prometheus.Observer
@@ -181,7 +184,7 @@ type applyKey struct {
 // registerScrape once s exists, extensive adds the gRPC handling-time
 // histograms (--metrics extensive).
 func newMetrics(extensive bool) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), applyObs: map[applyKey]prometheus.Observer{}, clientReqs: map[[2]string]prometheus.Counter{}, reqObs: map[applyKey]prometheus.Observer{}}
+	m := &metrics{reg: prometheus.NewRegistry(), applyObs: map[applyKey]prometheus.Observer{}, clientReqs: map[[2]string]prometheus.Counter{}, reqObs: map[applyKey]prometheus.Observer{}, hbLast: map[uint64]time.Time{}}
 	var gopts []grpcprom.ServerMetricsOption
 	if extensive {
 		gopts = append(gopts, grpcprom.WithServerHandlingTimeHistogram())
@@ -477,6 +480,28 @@ func (m *metrics) observeRange(start time.Time, ok bool) {
 		o = m.rangeOK
 	}
 	o.Observe(float64(time.Since(start).Microseconds()) / 1e6)
+}
+
+// heartbeatSent is etcd's timeout detector on the leader's heartbeats: a
+// heartbeat to a peer more than max after the previous one counts as a
+// failure to send on time (etcd_server_heartbeat_send_failures_total;
+// etcd's max is twice the heartbeat interval).
+func (m *metrics) heartbeatSent(to uint64, max time.Duration) {
+	now := time.Now()
+	m.hbMu.Lock()
+	last, ok := m.hbLast[to]
+	m.hbLast[to] = now
+	m.hbMu.Unlock()
+	if ok && now.Sub(last) > max {
+		m.heartbeatSendFailures.Inc()
+	}
+}
+
+// resetHeartbeats forgets the last heartbeats (a new leader).
+func (m *metrics) resetHeartbeats() {
+	m.hbMu.Lock()
+	clear(m.hbLast)
+	m.hbMu.Unlock()
 }
 
 // observeWatchSend observes etcd's watch send loop histograms for one

@@ -281,3 +281,25 @@ func TestMetricsExtensive(t *testing.T) {
 		t.Fatal("--metrics verbose accepted")
 	}
 }
+
+// TestMetricsHeartbeatDetector: a heartbeat to a peer later than the
+// bound after the previous one counts a send failure, the first one and a
+// new leader's first ones do not.
+func TestMetricsHeartbeatDetector(t *testing.T) {
+	m := newMetrics(false)
+	m.heartbeatSent(2, -1) // first to 2: nothing to compare with
+	m.heartbeatSent(2, time.Hour)
+	if v := counterValue(m.heartbeatSendFailures); v != 0 {
+		t.Fatalf("failures %v after heartbeats within the bound", v)
+	}
+	m.heartbeatSent(2, -1) // later than a negative bound: late
+	if v := counterValue(m.heartbeatSendFailures); v != 1 {
+		t.Fatalf("failures %v after a late heartbeat", v)
+	}
+	m.resetHeartbeats()
+	m.heartbeatSent(2, -1)
+	m.heartbeatSent(3, -1)
+	if v := counterValue(m.heartbeatSendFailures); v != 1 {
+		t.Fatalf("failures %v after a new leader's first heartbeats", v)
+	}
+}

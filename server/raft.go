@@ -204,6 +204,7 @@ func (s *Server) handleReady(rd raft.Ready) error {
 			}
 			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.rn.BasicStatus().Term)
 			if rd.SoftState.Lead == s.ID() {
+				s.metrics.resetHeartbeats() // etcd: td.Reset() for a new leader
 				s.eng.Store().Lessor().Promote(time.Duration(s.cfg.ElectionTicks) * s.cfg.TickInterval)
 			} else if old == s.ID() {
 				s.eng.Store().Lessor().Demote()
@@ -483,6 +484,9 @@ func (s *Server) send(msgs []*raftpb.Message) {
 	}
 	var out []*raftpb.Message
 	for i, m := range msgs {
+		if m.GetType() == raftpb.MsgHeartbeat {
+			s.metrics.heartbeatSent(m.GetTo(), 2*s.cfg.TickInterval)
+		}
 		if m.GetType() != raftpb.MsgSnap {
 			if out != nil {
 				out = append(out, m)
