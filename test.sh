@@ -56,6 +56,10 @@ Test(Defragment|HashKV|Status)With(No|Invalid|Root|User)Auth[A-Za-z]*/$cases" co
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
       CONFORMANCE_RUN='^(TestCtlV3GetRevokedCRL|TestCtlV3GetRevokedCRLGRPCOnly|TestCtlV3PutClientTLSFlagByEnv|TestCtlV3LeaseKeepAliveClientTLS|TestCtlV3LeaseKeepAliveClientAutoTLS|TestCtlV3LeaseKeepAlivePeerTLS|TestCtlV3WatchClientTLS|TestCtlV3WatchPeerTLS|TestCtlV3WatchInteractiveClientTLS|TestCtlV3MemberUpdateClientTLS|TestCtlV3MemberUpdatePeerTLS|TestCtlV3MemberUpdateClientAutoTLS|TestEtcdTLSVersion|TestEtcdListenMetricsURLsWithMissingClientTLSInfo)$' \
       conformance/run.sh
+    echo "== etcd's own test suite: tests/e2e's flag and config-file tests (etcd_config_test.go: multi-URL and unix peers, peer CN/name auth, deprecated flags, bootstrap defrag, ...)"
+    CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
+      CONFORMANCE_RUN='^(TestEtcdMultiPeer|TestEtcdUnixPeers|TestEtcdPeerCNAuth|TestEtcdPeerMultiCNAuth|TestEtcdPeerNameAuth|TestEtcdPeerLocalAddr|TestBootstrapDefragFlag|TestSnapshotCatchupEntriesFlag|TestEtcdHealthyWithTinySnapshotCatchupEntries|TestEtcdDeprecatedFlags|TestV2DeprecationEnforceDefaultValue|TestEtcdAdvertiseClientUnix)$' \
+      conformance/run.sh
     echo "== etcd's own test suite: tests/e2e's auth tests (etcdctl, JWT, CN as user; curl through the gateway)"
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
       CONFORMANCE_RUN='^(TestCtlV3Auth.*|TestCtlV3GetAuthStatus|TestAuth_CVE_2021_28235|TestAuthCluster|TestWatchWithLowPermissionUser|TestCurlV3Auth.*)$' \

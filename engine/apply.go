@@ -14,7 +14,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -105,15 +104,15 @@ func (e *Engine) applyNormal(ent *raftpb.Entry, done func(Result)) error {
 	}
 	var r pb.InternalRaftRequest
 	if err := proto.Unmarshal(data, &r); err != nil {
-		v2, ok := parseV2Request(data)
-		if !ok {
+		v2, verr := DecodeV2Request(data)
+		if verr != nil {
 			return fmt.Errorf("engine: entry %d: neither InternalRaftRequest nor v2 Request: %w", idx, err)
 		}
 		return e.withIndex(idx, term, func() error { return e.applyV2(v2) })
 	}
 	if r.GetHeader() == nil && len(r.ProtoReflect().GetUnknown()) > 0 {
 		// Nothing but unknown fields: a v2 Request (v3.5 WALs).
-		if v2, ok := parseV2Request(data); ok {
+		if v2, err := DecodeV2Request(data); err == nil {
 			return e.withIndex(idx, term, func() error { return e.applyV2(v2) })
 		}
 	}
@@ -364,7 +363,7 @@ func (e *Engine) setMemberAttributes(id uint64, a *membershippb.Attributes) erro
 
 // applyV2 applies the two v2 requests etcd v3.6 still accepts: a PUT of a
 // member's attributes or of the cluster version; others are ignored.
-func (e *Engine) applyV2(r v2Request) error {
+func (e *Engine) applyV2(r *V2Request) error {
 	if r.Method != "PUT" {
 		return nil
 	}
@@ -583,45 +582,4 @@ func (e *Engine) saveConfState(cs *raftpb.ConfState) error {
 		w.Put([]byte(mvcc.BucketMeta), []byte(mvcc.MetaConfState), b)
 		return nil
 	})
-}
-
-// v2Request is the part of a v2 etcdserverpb.Request (proto2: ID=1,
-// Method=2, Path=3, Val=4, ...) that etcd v3.6 still applies. The v3.7 API
-// module no longer ships the message, so it is decoded here.
-type v2Request struct {
-	Method, Path, Val string
-}
-
-// parseV2Request decodes a v2 Request; ok is false when data is not one
-// (a v2 Request always carries Method).
-func parseV2Request(data []byte) (r v2Request, ok bool) {
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return r, false
-		}
-		data = data[n:]
-		if typ == protowire.BytesType && num >= 2 && num <= 4 {
-			v, m := protowire.ConsumeBytes(data)
-			if m < 0 {
-				return r, false
-			}
-			switch num {
-			case 2:
-				r.Method = string(v)
-			case 3:
-				r.Path = string(v)
-			case 4:
-				r.Val = string(v)
-			}
-			data = data[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, data)
-		if m < 0 {
-			return r, false
-		}
-		data = data[m:]
-	}
-	return r, r.Method != ""
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/etckit/etckit/mvcc"
 	"github.com/etckit/etckit/snap"
+	"github.com/etckit/etckit/vfs"
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -76,15 +77,15 @@ func (e *Engine) SaveSnapshotDB(r io.Reader, index, term uint64) (int64, error) 
 	if err != nil {
 		return n, err
 	}
-	if err := checkSnapshotDB(path, index, term); err != nil {
+	if err := checkSnapshotDB(e.fs, path, index, term); err != nil {
 		_ = e.fs.Remove(path)
 		return n, err
 	}
 	return n, nil
 }
 
-func checkSnapshotDB(path string, index, term uint64) error {
-	if err := checkDBFile(path); err != nil {
+func checkSnapshotDB(fsys vfs.FS, path string, index, term uint64) error {
+	if err := checkDBFile(fsys, path); err != nil {
 		return err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})

@@ -574,15 +574,16 @@ func (e *Engine) maybeReplaceDB(index uint64) error {
 		if err != nil {
 			return fmt.Errorf("engine: open %s: %w", e.dbPath, err)
 		}
-		_ = db.View(func(tx *bolt.Tx) error {
-			if b := tx.Bucket([]byte(mvcc.BucketMeta)); b != nil {
-				if v := b.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
-					ci = binary.BigEndian.Uint64(v)
-				}
-			}
-			return nil
+		err = db.View(func(tx *bolt.Tx) error {
+			ci, _, err = mvcc.ReadConsistentIndex(tx)
+			return err
 		})
 		_ = db.Close()
+		if err != nil {
+			// A damaged index is not read as 0: the snapshot db would
+			// replace a db that may be newer.
+			return fmt.Errorf("engine: %s: %w", e.dbPath, err)
+		}
 	}
 	if ci >= index {
 		return nil

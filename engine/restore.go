@@ -1,10 +1,12 @@
 package engine
 
 // Snapshot restore: a new member directory from a db snapshot, written as
-// `etcdutl snapshot restore` writes it (FORMATS.md §6), and point-in-time
-// restore from a member's own data directory (a base db plus the committed
-// WAL entries up to a chosen index, applied to a copy).
+// `etcdutl snapshot restore` writes it (FORMATS.md §6). Point-in-time
+// restore is in restore_pitr.go, the file helpers both use in
+// restore_files.go; every file operation but bbolt's goes through the
+// options' vfs.FS.
 
+// Restore defaults, as etcdutl's flags.
 import (
 	"encoding/binary"
 	"encoding/json"
@@ -12,7 +14,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,7 +28,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Restore defaults, as etcdutl's flags.
 const (
 	DefaultRestoreName     = "default"
 	DefaultRestorePeerURL  = "http://localhost:2380"
@@ -74,6 +74,9 @@ type RestoreOptions struct {
 	// NoSync skips fsync of the WAL (tests only).
 	NoSync bool
 	Logger *slog.Logger
+	// FS holds the directories, the WAL and the .snap (default vfs.OS{});
+	// bbolt opens the db on disk.
+	FS vfs.FS
 }
 
 // RestoreResult describes the member directory Restore wrote.
@@ -114,11 +117,15 @@ func (o *RestoreOptions) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.FS == nil {
+		o.FS = vfs.OS{}
+	}
 }
 
 // restorePlan is what Restore checked before touching the disk.
 type restorePlan struct {
 	o         RestoreOptions
+	fs        vfs.FS
 	members   []Member
 	self      Member
 	clusterID uint64
@@ -141,7 +148,7 @@ func planRestore(o RestoreOptions) (*restorePlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &restorePlan{o: o, members: members, clusterID: cid}
+	p := &restorePlan{o: o, fs: o.FS, members: members, clusterID: cid}
 	found := false
 	for _, m := range members {
 		if m.Name == o.Name {
@@ -157,16 +164,16 @@ func planRestore(o RestoreOptions) (*restorePlan, error) {
 		return nil, fmt.Errorf("engine: restore: --initial-cluster has %s=%s but --initial-advertise-peer-urls is %s; they must be the same URLs",
 			o.Name, strings.Join(p.self.PeerURLs, ","), strings.Join(o.InitialAdvertisePeerURLs, ","))
 	}
-	if names, err := os.ReadDir(o.DataDir); err == nil && len(names) > 0 {
+	if names, err := o.FS.ReadDirNames(o.DataDir); err == nil && len(names) > 0 {
 		return nil, fmt.Errorf("%w: data dir %s holds %d entries (first %q); restore only writes a fresh member directory, it never merges into one — pick a new --data-dir or move the old one away",
-			ErrRestoreTarget, o.DataDir, len(names), names[0].Name())
+			ErrRestoreTarget, o.DataDir, len(names), names[0])
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("engine: restore: data dir %s: %w", o.DataDir, err)
 	}
 	p.walDir = o.WALDir
 	if p.walDir == "" {
 		p.walDir = filepath.Join(o.DataDir, "member", "wal")
-	} else if _, err := os.Lstat(p.walDir); err == nil {
+	} else if _, err := o.FS.Stat(p.walDir); err == nil {
 		return nil, fmt.Errorf("%w: wal dir %s exists; restore creates it (pick a path that does not exist yet)", ErrRestoreTarget, p.walDir)
 	}
 	p.snapDir = filepath.Join(o.DataDir, "member", "snap")
@@ -193,20 +200,20 @@ func Restore(o RestoreOptions) (*RestoreResult, error) {
 	if p.o.SnapshotPath == "" {
 		return nil, errors.New("engine: restore: no snapshot file given")
 	}
-	if _, err := os.Stat(p.o.SnapshotPath); err != nil {
+	if _, err := p.fs.Stat(p.o.SnapshotPath); err != nil {
 		return nil, fmt.Errorf("engine: restore: %w", err)
 	}
 	var res *RestoreResult
 	err = p.withCleanup(func() error {
-		if err := os.MkdirAll(p.snapDir, restoreDirMode); err != nil {
+		if err := p.fs.MkdirAll(p.snapDir, restoreDirMode); err != nil {
 			return fmt.Errorf("engine: restore: %w", err)
 		}
-		if _, err := snap.CopyWithoutTrailer(vfs.OS{}, p.o.SnapshotPath, p.dbPath, p.o.SkipHashCheck); err != nil {
-			return explainCopyError(p.o.SnapshotPath, err)
+		if _, err := snap.CopyWithoutTrailer(p.fs, p.o.SnapshotPath, p.dbPath, p.o.SkipHashCheck); err != nil {
+			return explainCopyError(p.fs, p.o.SnapshotPath, err)
 		}
 		// Without a checked trailer nothing vouches for the file: walk its
 		// pages before bbolt opens it (bbolt may crash on a damaged page).
-		if err := checkDBFile(p.dbPath); err != nil {
+		if err := checkDBFile(p.fs, p.dbPath); err != nil {
 			return fmt.Errorf("engine: restore: %s is not a usable bbolt db: %w", p.o.SnapshotPath, err)
 		}
 		res, err = p.finish()
@@ -216,7 +223,7 @@ func Restore(o RestoreOptions) (*RestoreResult, error) {
 }
 
 // explainCopyError turns the trailer errors into operator answers.
-func explainCopyError(path string, err error) error {
+func explainCopyError(fsys vfs.FS, path string, err error) error {
 	switch {
 	case errors.Is(err, snap.ErrNoTrailer):
 		return fmt.Errorf("engine: restore: %s: snapshot missing hash (no sha256 trailer) and --skip-hash-check is not set: %s: %w",
@@ -227,32 +234,11 @@ func explainCopyError(path string, err error) error {
 		if errors.As(err, &ce) {
 			off = ce.Offset
 		}
-		where := damageOffset(path, off)
+		where := damageOffset(fsys, path, off)
 		return fmt.Errorf("engine: restore: %s: the snapshot is damaged: its sha256 trailer (at offset %d) does not match the bbolt image before it%s; "+
 			"take a new snapshot (do not use --skip-hash-check on a damaged file): %w", path, off, where, err)
 	}
 	return fmt.Errorf("engine: restore: %w", err)
-}
-
-// withCleanup runs fn and, if it fails, removes what the restore created.
-func (p *restorePlan) withCleanup(fn func() error) error {
-	_, dataErr := os.Stat(p.o.DataDir)
-	dataExisted := dataErr == nil
-	walOutside := p.o.WALDir != ""
-	err := fn()
-	if err == nil {
-		return nil
-	}
-	if dataExisted {
-		_ = os.RemoveAll(filepath.Join(p.o.DataDir, "member"))
-	} else {
-		_ = os.RemoveAll(p.o.DataDir)
-	}
-	if walOutside {
-		_ = os.RemoveAll(p.walDir)
-		_ = os.RemoveAll(p.walDir + ".tmp")
-	}
-	return err
 }
 
 // finish rewrites the db at p.dbPath for the new cluster and writes the WAL
@@ -274,10 +260,10 @@ func (p *restorePlan) finish() (*RestoreResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p.walDir), restoreDirMode); err != nil {
+	if err := p.fs.MkdirAll(filepath.Dir(p.walDir), restoreDirMode); err != nil {
 		return nil, fmt.Errorf("engine: restore: %w", err)
 	}
-	w, err := wal.Create(p.walDir, MarshalMetadata(p.self.ID, p.clusterID), wal.Options{NoSync: p.o.NoSync})
+	w, err := wal.Create(p.walDir, MarshalMetadata(p.self.ID, p.clusterID), wal.Options{NoSync: p.o.NoSync, FS: p.fs})
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +279,7 @@ func (p *restorePlan) finish() (*RestoreResult, error) {
 		return nil, err
 	}
 	s := &raftpb.Snapshot{Data: data, Metadata: &raftpb.SnapshotMetadata{ConfState: cs, Index: proto.Uint64(n), Term: proto.Uint64(1)}}
-	if res.SnapPath, err = snap.Save(vfs.OS{}, p.snapDir, s); err != nil {
+	if res.SnapPath, err = snap.Save(p.fs, p.snapDir, s); err != nil {
 		_ = w.Close()
 		return nil, err
 	}
@@ -410,635 +396,4 @@ func (p *restorePlan) rewriteDB(res *RestoreResult) error {
 		return fmt.Errorf("engine: restore: close %s: %w", p.dbPath, cerr)
 	}
 	return nil
-}
-
-// emptyBucket deletes every key of a bucket, creating it if missing.
-func emptyBucket(tx *bolt.Tx, name []byte) error {
-	b, err := tx.CreateBucketIfNotExists(name)
-	if err != nil {
-		return err
-	}
-	var keys [][]byte
-	if err := b.ForEach(func(k, _ []byte) error {
-		keys = append(keys, slices.Clone(k))
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// damageOffset looks for the first structurally damaged bbolt page of a db
-// image (see CheckDBPages) to say where a digest mismatch comes from.
-func damageOffset(path string, imageSize int64) string {
-	if imageSize <= 0 {
-		return ""
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if cerr := CheckDBPages(f, imageSize, path); cerr != nil {
-		return fmt.Sprintf("; first damage found at offset %d: %s", cerr.Offset, cerr.Reason)
-	}
-	return "; the page structure is intact, so the damage is inside key or value bytes (sha256 cannot say where)"
-}
-
-// bbolt on-disk constants (bbolt/internal/common).
-const (
-	boltMagic      = 0xED0CDAED
-	boltVersion    = 2
-	boltPageHeader = 16
-	boltMetaSize   = 64
-	boltBranchFlag = 0x01
-	boltLeafFlag   = 0x02
-	boltMetaFlag   = 0x04
-	boltElemSize   = 16
-)
-
-// CheckDBPages walks the pages of the bbolt image in r (its first size
-// bytes) without bbolt, so that damage is reported instead of crashing a
-// reader: both meta pages (magic, version, page size, FNV-64a checksum),
-// then the b+trees from the root bucket of the newest valid meta: every
-// page reached must lie below the high-water mark, carry its own id in its
-// header, be a branch or leaf page whose elements stay inside the page, and
-// be reached once; nested buckets (inline or not) are followed. It returns
-// the first problem, with path and byte offset, or nil.
-func CheckDBPages(r interface {
-	ReadAt([]byte, int64) (int, error)
-}, size int64, path string) *corrupt.Error {
-	bad := func(off int64, format string, args ...any) *corrupt.Error {
-		return corrupt.New(path, off, corrupt.Damaged, fmt.Sprintf(format, args...), nil)
-	}
-	hdr := make([]byte, boltPageHeader+boltMetaSize)
-	if size < int64(len(hdr)) {
-		return bad(0, "file of %d bytes is too small for a bbolt meta page", size)
-	}
-	if _, err := r.ReadAt(hdr, 0); err != nil {
-		return bad(0, "read meta page: %v", err)
-	}
-	pageSize := int64(binary.LittleEndian.Uint32(hdr[boltPageHeader+8:]))
-	if pageSize < 512 || pageSize > 1<<20 || pageSize&(pageSize-1) != 0 {
-		return bad(boltPageHeader+8, "meta page 0: page size %d is not a power of two between 512 and 1 MiB", pageSize)
-	}
-	var hwm, txid, rootPage uint64
-	var metaErr *corrupt.Error
-	for i := int64(0); i < 2; i++ {
-		off := i * pageSize
-		if off+int64(len(hdr)) > size {
-			return bad(off, "meta page %d is beyond the end of the file (%d bytes)", i, size)
-		}
-		if _, err := r.ReadAt(hdr, off); err != nil {
-			return bad(off, "read meta page %d: %v", i, err)
-		}
-		m := hdr[boltPageHeader:]
-		switch {
-		case binary.LittleEndian.Uint16(hdr[8:]) != boltMetaFlag:
-			metaErr = bad(off+8, "meta page %d: page flags %#x, want meta", i, binary.LittleEndian.Uint16(hdr[8:]))
-		case binary.LittleEndian.Uint32(m) != boltMagic:
-			metaErr = bad(off+boltPageHeader, "meta page %d: magic %#x, want %#x", i, binary.LittleEndian.Uint32(m), boltMagic)
-		case binary.LittleEndian.Uint32(m[4:]) != boltVersion:
-			metaErr = bad(off+boltPageHeader+4, "meta page %d: version %d, want %d", i, binary.LittleEndian.Uint32(m[4:]), boltVersion)
-		case fnv64a(m[:56]) != binary.LittleEndian.Uint64(m[56:]):
-			metaErr = bad(off+boltPageHeader+56, "meta page %d: checksum mismatch", i)
-		default:
-			if t := binary.LittleEndian.Uint64(m[48:]); t >= txid {
-				txid, hwm, rootPage = t, binary.LittleEndian.Uint64(m[40:]), binary.LittleEndian.Uint64(m[16:])
-			}
-		}
-	}
-	if hwm == 0 {
-		return metaErr
-	}
-	if int64(hwm)*pageSize > size {
-		return bad(size, "the meta page's high-water mark is page %d (%d bytes) but the image has %d bytes: truncated", hwm, int64(hwm)*pageSize, size)
-	}
-	w := &pageWalker{r: r, path: path, pageSize: pageSize, hwm: hwm, seen: map[uint64]bool{}}
-	return w.visit(rootPage, 0)
-}
-
-// pageWalker walks the b+trees of a bbolt image from the root bucket.
-type pageWalker struct {
-	r interface {
-		ReadAt([]byte, int64) (int, error)
-	}
-	path     string
-	pageSize int64
-	hwm      uint64
-	seen     map[uint64]bool
-}
-
-func (w *pageWalker) bad(off int64, format string, args ...any) *corrupt.Error {
-	return corrupt.New(w.path, off, corrupt.Damaged, fmt.Sprintf(format, args...), nil)
-}
-
-// visit checks page id (reached from the page at parentOff) and its subtree.
-func (w *pageWalker) visit(id uint64, parentOff int64) *corrupt.Error {
-	if id < 2 || id >= w.hwm {
-		return w.bad(parentOff, "reference to page %d outside 2..%d", id, w.hwm-1)
-	}
-	if w.seen[id] {
-		return w.bad(parentOff, "page %d is referenced twice", id)
-	}
-	w.seen[id] = true
-	off := int64(id) * w.pageSize
-	hdr := make([]byte, boltPageHeader)
-	if _, err := w.r.ReadAt(hdr, off); err != nil {
-		return w.bad(off, "read page %d: %v", id, err)
-	}
-	if got := binary.LittleEndian.Uint64(hdr); got != id {
-		return w.bad(off, "page %d: header says page %d", id, got)
-	}
-	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
-	if id+overflow+1 > w.hwm {
-		return w.bad(off+12, "page %d: %d overflow pages run past the high-water mark %d", id, overflow, w.hwm)
-	}
-	buf := make([]byte, int64(overflow+1)*w.pageSize)
-	if _, err := w.r.ReadAt(buf, off); err != nil {
-		return w.bad(off, "read page %d: %v", id, err)
-	}
-	return w.checkPage(buf, off, id)
-}
-
-// checkPage checks one branch or leaf page held in buf (a whole page, or an
-// inline bucket's page) found at file offset off.
-func (w *pageWalker) checkPage(buf []byte, off int64, id uint64) *corrupt.Error {
-	flags := binary.LittleEndian.Uint16(buf[8:])
-	count := int64(binary.LittleEndian.Uint16(buf[10:]))
-	span := int64(len(buf))
-	if flags != boltBranchFlag && flags != boltLeafFlag {
-		return w.bad(off+8, "page %d: page flags %#x, want branch or leaf", id, flags)
-	}
-	if boltPageHeader+count*boltElemSize > span {
-		return w.bad(off+10, "page %d: %d elements do not fit in %d bytes", id, count, span)
-	}
-	for i := int64(0); i < count; i++ {
-		eoff := boltPageHeader + i*boltElemSize
-		e := buf[eoff:]
-		if flags == boltBranchFlag {
-			pos, ks := int64(binary.LittleEndian.Uint32(e)), int64(binary.LittleEndian.Uint32(e[4:]))
-			if eoff+pos+ks > span {
-				return w.bad(off+eoff, "page %d: element %d ends at byte %d of a %d-byte page", id, i, eoff+pos+ks, span)
-			}
-			if err := w.visit(binary.LittleEndian.Uint64(e[8:]), off+eoff+8); err != nil {
-				return err
-			}
-			continue
-		}
-		eflags := binary.LittleEndian.Uint32(e)
-		pos, ks, vs := int64(binary.LittleEndian.Uint32(e[4:])), int64(binary.LittleEndian.Uint32(e[8:])), int64(binary.LittleEndian.Uint32(e[12:]))
-		end := eoff + pos + ks + vs
-		if end > span || pos < 0 {
-			return w.bad(off+eoff, "page %d: element %d ends at byte %d of a %d-byte page", id, i, end, span)
-		}
-		if eflags&1 == 0 { // a key, not a bucket
-			continue
-		}
-		voff := eoff + pos + ks
-		v := buf[voff:end]
-		if len(v) < 16 {
-			return w.bad(off+voff, "page %d: bucket element %d has a %d-byte header", id, i, len(v))
-		}
-		if root := binary.LittleEndian.Uint64(v); root != 0 {
-			if err := w.visit(root, off+voff); err != nil {
-				return err
-			}
-			continue
-		}
-		inline := v[16:]
-		if len(inline) < boltPageHeader {
-			return w.bad(off+voff+16, "page %d: inline bucket %d is %d bytes", id, i, len(inline))
-		}
-		if err := w.checkPage(inline, off+voff+16, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func fnv64a(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
-}
-
-// PointInTimeOptions configures RestorePointInTime: the target member (as
-// for Restore; SnapshotPath is unused) and the source member directory and
-// point to restore.
-type PointInTimeOptions struct {
-	RestoreOptions
-	// FromDataDir is the source member's data directory; it is only read.
-	FromDataDir string
-	// FromWALDir is the source's WAL directory (default
-	// <FromDataDir>/member/wal).
-	FromWALDir string
-	// ToIndex is the raft index to restore to (the state after applying
-	// that entry). Exactly one of ToIndex and ToRevision is given.
-	ToIndex uint64
-	// ToRevision is the MVCC revision to restore to: the state right after
-	// the entry that created that revision.
-	ToRevision int64
-	// Base limits the bases considered to one kind ("db", "snap.db" or
-	// "empty"); "" takes the newest base that fits. Replaying from "empty"
-	// when the db could serve proves the WAL reproduces the db.
-	Base string
-}
-
-// PointInTimeResult says how a point-in-time restore was made.
-type PointInTimeResult struct {
-	// BaseKind is "db" (the source's member/snap/db), "snap.db" (a db
-	// snapshot received from a leader) or "empty" (a new store, when the
-	// WAL reaches back to index 0).
-	BaseKind string
-	BasePath string
-	// BaseIndex is the base's consistent_index, BaseRevision its revision.
-	BaseIndex    uint64
-	BaseRevision int64
-	// Applied is the number of WAL entries applied on top of the base,
-	// through index Index; Revision and CompactRevision are the store's
-	// afterwards.
-	Applied                   int
-	Index                     uint64
-	Revision, CompactRevision int64
-	// WALCommit is the source WAL's commit index (the last restorable one).
-	WALCommit uint64
-}
-
-// pitrBase is one candidate starting state.
-type pitrBase struct {
-	kind, path string
-	index      uint64
-}
-
-// RestorePointInTime restores the state a member had at a raft index (or
-// MVCC revision) into a new member directory: the newest base at or below
-// the target — the source db, a .snap.db, or an empty store when the WAL
-// reaches back to index 0 — is copied (one bbolt read transaction, so a
-// base held by a running member is still consistent), the committed WAL
-// entries after it up to the target are applied to the copy with the
-// engine's apply, and the copy is then turned into a new member exactly as
-// Restore does (members rewritten, new WAL and .snap; --bump-revision and
-// --mark-compacted work the same). The source is never modified.
-func RestorePointInTime(o PointInTimeOptions) (*RestoreResult, error) {
-	if (o.ToIndex == 0) == (o.ToRevision == 0) {
-		return nil, errors.New("engine: point-in-time restore: give exactly one of --to-index and --to-revision")
-	}
-	if o.ToRevision < 0 {
-		return nil, fmt.Errorf("engine: point-in-time restore: revision %d is negative", o.ToRevision)
-	}
-	if o.FromDataDir == "" {
-		return nil, errors.New("engine: point-in-time restore: --from-data-dir is required")
-	}
-	switch o.Base {
-	case "", "db", "snap.db", "empty":
-	default:
-		return nil, fmt.Errorf("engine: point-in-time restore: unknown base %q (want db, snap.db or empty)", o.Base)
-	}
-	p, err := planRestore(o.RestoreOptions)
-	if err != nil {
-		return nil, err
-	}
-	srcWAL := o.FromWALDir
-	if srcWAL == "" {
-		srcWAL = filepath.Join(o.FromDataDir, "member", "wal")
-	}
-	srcSnap := filepath.Join(o.FromDataDir, "member", "snap")
-	if abs(srcSnap) == abs(p.snapDir) || abs(srcWAL) == abs(p.walDir) {
-		return nil, errors.New("engine: point-in-time restore: the target directories must differ from the source's")
-	}
-
-	// The WAL from its oldest readable snapshot record on.
-	valid, err := wal.ValidSnapshotEntries(srcWAL, wal.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("engine: point-in-time restore: read WAL %s: %w", srcWAL, err)
-	}
-	if len(valid) == 0 {
-		return nil, fmt.Errorf("engine: point-in-time restore: WAL %s has no committed snapshot record to start reading at", srcWAL)
-	}
-	start := valid[0]
-	w, err := wal.OpenForRead(srcWAL, start, wal.Options{})
-	if err != nil {
-		return nil, err
-	}
-	_, hs, ents, err := w.ReadAll()
-	_ = w.Close()
-	if err != nil {
-		return nil, fmt.Errorf("engine: point-in-time restore: read WAL %s: %w", srcWAL, err)
-	}
-	commit := hs.GetCommit()
-	if o.ToIndex > 0 {
-		if o.ToIndex > commit {
-			return nil, fmt.Errorf("engine: point-in-time restore: index %d is not committed in %s (commit index %d); entries after the commit index may never have been applied by the cluster",
-				o.ToIndex, srcWAL, commit)
-		}
-		if o.ToIndex < start.Index {
-			return nil, fmt.Errorf("engine: point-in-time restore: index %d is older than the WAL (it starts after index %d)", o.ToIndex, start.Index)
-		}
-	}
-
-	// Candidate bases, newest first.
-	var bases []pitrBase
-	want := func(kind string) bool { return o.Base == "" || o.Base == kind }
-	if db := filepath.Join(srcSnap, "db"); want("db") && fileExists(db) {
-		ci, err := readConsistentIndex(db)
-		if err != nil {
-			return nil, err
-		}
-		bases = append(bases, pitrBase{"db", db, ci})
-	}
-	if names, err := os.ReadDir(srcSnap); err == nil && want("snap.db") {
-		for _, n := range names {
-			if _, ok := snap.ParseDBFileName(n.Name()); ok {
-				path := filepath.Join(srcSnap, n.Name())
-				ci, err := readConsistentIndex(path)
-				if err != nil {
-					return nil, err
-				}
-				bases = append(bases, pitrBase{"snap.db", path, ci})
-			}
-		}
-	}
-	if start.Index == 0 && want("empty") {
-		bases = append(bases, pitrBase{"empty", "", 0})
-	}
-	slices.SortStableFunc(bases, func(a, b pitrBase) int {
-		switch {
-		case a.index > b.index:
-			return -1
-		case a.index < b.index:
-			return 1
-		}
-		return 0
-	})
-
-	var res *RestoreResult
-	err = p.withCleanup(func() error {
-		if err := os.MkdirAll(p.snapDir, restoreDirMode); err != nil {
-			return fmt.Errorf("engine: restore: %w", err)
-		}
-		var tried []string
-		for _, b := range bases {
-			if b.index < start.Index || (o.ToIndex > 0 && b.index > o.ToIndex) || (o.Base != "" && o.Base != b.kind) {
-				tried = append(tried, fmt.Sprintf("%s %s at index %d", b.kind, b.path, b.index))
-				continue
-			}
-			pr, ok, err := replayOnto(p.dbPath, b, ents, commit, o)
-			if err != nil {
-				return err
-			}
-			if !ok { // revision target older than this base
-				tried = append(tried, fmt.Sprintf("%s %s at index %d (revision %d)", b.kind, b.path, b.index, pr.BaseRevision))
-				_ = os.Remove(p.dbPath)
-				continue
-			}
-			pr.WALCommit = commit
-			if res, err = p.finish(); err != nil {
-				return err
-			}
-			res.PointInTime = pr
-			return nil
-		}
-		target := fmt.Sprintf("index %d", o.ToIndex)
-		if o.ToRevision > 0 {
-			target = fmt.Sprintf("revision %d", o.ToRevision)
-		}
-		return fmt.Errorf("engine: point-in-time restore: no base at or below %s: the WAL in %s starts after index %d and the dbs found are %v; an older state is only in an older backup",
-			target, srcWAL, start.Index, tried)
-	})
-	return res, err
-}
-
-func abs(p string) string {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return filepath.Clean(p)
-	}
-	return a
-}
-
-func fileExists(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular()
-}
-
-// openSourceDB opens a source db read-only, refusing to wait long for a
-// member that holds it.
-func openSourceDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 10e9})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("engine: %s is locked by a running member (waited 10s): %w", path, err)
-		}
-		return nil, fmt.Errorf("engine: open %s: %w", path, err)
-	}
-	return db, nil
-}
-
-// checkDBFile runs CheckDBPages over a whole db file.
-func checkDBFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	if cerr := CheckDBPages(f, fi.Size(), path); cerr != nil {
-		return cerr
-	}
-	return nil
-}
-
-func readConsistentIndex(path string) (uint64, error) {
-	if err := checkDBFile(path); err != nil {
-		return 0, fmt.Errorf("engine: point-in-time restore: base %s is damaged: %w", path, err)
-	}
-	db, err := openSourceDB(path)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	var ci uint64
-	err = db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket([]byte(mvcc.BucketMeta)); b != nil {
-			if v := b.Get([]byte(mvcc.MetaConsistentIndex)); v != nil {
-				if len(v) != 8 {
-					return corrupt.New(path, -1, corrupt.Damaged, fmt.Sprintf("meta/consistent_index has %d bytes, want 8", len(v)), nil)
-				}
-				ci = binary.BigEndian.Uint64(v)
-			}
-		}
-		return nil
-	})
-	return ci, err
-}
-
-// copyDB writes a consistent copy of the db at src to dst (one read
-// transaction, fsynced, mode 0600).
-func copyDB(src, dst string) error {
-	db, err := openSourceDB(src)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	err = db.View(func(tx *bolt.Tx) error {
-		_, err := tx.WriteTo(f)
-		return err
-	})
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("engine: copy %s to %s: %w", src, dst, err)
-	}
-	return nil
-}
-
-// replayOnto builds the base b at dst and applies the committed entries
-// after it up to the target. ok is false (and nothing applied) when the
-// target revision is older than the base.
-func replayOnto(dst string, b pitrBase, ents []*raftpb.Entry, commit uint64, o PointInTimeOptions) (*PointInTimeResult, bool, error) {
-	pr := &PointInTimeResult{BaseKind: b.kind, BasePath: b.path, BaseIndex: b.index, Index: b.index}
-	if b.kind != "empty" {
-		if err := copyDB(b.path, dst); err != nil {
-			return nil, false, err
-		}
-	}
-	st, err := mvcc.Open(dst, mvcc.Options{})
-	if err != nil {
-		return nil, false, err
-	}
-	closeStore := func(err error) error {
-		if cerr := st.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-		return err
-	}
-	e := &Engine{fs: vfs.OS{}, store: st, dbPath: dst, log: slog.New(slog.DiscardHandler),
-		members: make(map[uint64]*Member), removed: make(map[uint64]bool), confState: &raftpb.ConfState{}}
-	if b.kind == "empty" {
-		// A new member's db, as bootstrap creates it.
-		if err := st.Backend().Write(func(w *mvcc.WriteTx) error {
-			for _, bk := range mvcc.AllBuckets() {
-				w.EnsureBucket(bk)
-			}
-			w.Put([]byte(mvcc.BucketAuth), []byte("authRevision"), binary.BigEndian.AppendUint64(nil, 1))
-			return nil
-		}); err != nil {
-			return nil, false, closeStore(err)
-		}
-	} else if err := e.loadMembership(nil); err != nil {
-		return nil, false, closeStore(err)
-	}
-	if e.ci, _, err = st.ConsistentIndex(); err != nil {
-		return nil, false, closeStore(err)
-	}
-	// Auth requests in the WAL replay too (users, roles, permissions);
-	// BcryptCost only matters for pre-3.5 entries that carry a password.
-	if err := e.openAuth(); err != nil {
-		return nil, false, closeStore(err)
-	}
-	pr.BaseRevision = st.Rev()
-	if o.ToRevision > 0 && pr.BaseRevision > o.ToRevision {
-		return pr, false, closeStore(nil)
-	}
-	voters, learners := map[uint64]bool{}, map[uint64]bool{}
-	applyConf := func(cc raftpb.ConfChangeI) *raftpb.ConfState {
-		for _, c := range cc.AsV2().GetChanges() {
-			id := c.GetNodeId()
-			switch c.GetType() {
-			case raftpb.ConfChangeAddNode:
-				voters[id], learners[id] = true, false
-			case raftpb.ConfChangeAddLearnerNode:
-				learners[id], voters[id] = true, false
-			case raftpb.ConfChangeRemoveNode:
-				voters[id], learners[id] = false, false
-			}
-		}
-		cs := &raftpb.ConfState{AutoLeave: proto.Bool(false)}
-		for id, ok := range voters {
-			if ok {
-				cs.Voters = append(cs.Voters, id)
-			}
-		}
-		for id, ok := range learners {
-			if ok {
-				cs.Learners = append(cs.Learners, id)
-			}
-		}
-		slices.Sort(cs.Voters)
-		slices.Sort(cs.Learners)
-		return cs
-	}
-	{
-		v := st.Backend().View()
-		if raw, ok := v.Get([]byte(mvcc.BucketMeta), []byte(mvcc.MetaConfState)); ok {
-			var cs confStateJSON
-			if json.Unmarshal(raw, &cs) == nil {
-				for _, id := range cs.Voters {
-					voters[id] = true
-				}
-				for _, id := range cs.Learners {
-					learners[id] = true
-				}
-			}
-		}
-		v.Release()
-	}
-	reached := o.ToRevision > 0 && st.Rev() == o.ToRevision
-	next := b.index + 1
-	for _, ent := range ents {
-		if reached {
-			break
-		}
-		idx := ent.GetIndex()
-		if idx <= b.index {
-			continue
-		}
-		if o.ToIndex > 0 && idx > o.ToIndex || idx > commit {
-			break
-		}
-		if idx != next {
-			return nil, false, closeStore(fmt.Errorf("engine: point-in-time restore: the WAL lacks index %d (next entry is %d)", next, idx))
-		}
-		if err := e.Apply([]*raftpb.Entry{ent}, applyConf, nil); err != nil {
-			return nil, false, closeStore(err)
-		}
-		next++
-		pr.Applied++
-		pr.Index = idx
-		if o.ToRevision > 0 && st.Rev() >= o.ToRevision {
-			reached = true
-		}
-	}
-	switch {
-	case o.ToIndex > 0 && pr.Index != o.ToIndex:
-		return nil, false, closeStore(fmt.Errorf("engine: point-in-time restore: the WAL ends at index %d before the target %d", pr.Index, o.ToIndex))
-	case o.ToRevision > 0 && !reached:
-		return nil, false, closeStore(fmt.Errorf("engine: point-in-time restore: revision %d is beyond the last committed entry (index %d reaches revision %d)",
-			o.ToRevision, pr.Index, st.Rev()))
-	}
-	pr.Revision, pr.CompactRevision = st.Rev(), st.CompactRev()
-	if err := st.Commit(); err != nil {
-		return nil, false, closeStore(err)
-	}
-	return pr, true, closeStore(nil)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/etckit/etckit/internal/fixture"
 	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/vfs"
 	"github.com/etckit/etckit/wal"
@@ -260,7 +261,7 @@ func TestRestoreCorrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	image := int64(len(orig) - 32)
-	if cerr := CheckDBPages(bytes.NewReader(orig), image, "x"); cerr != nil {
+	if cerr := boltfile.Check(bytes.NewReader(orig), image, boltfile.Options{}).First("x"); cerr != nil {
 		t.Fatalf("intact snapshot: %v", cerr)
 	}
 	// Find the key bucket's first leaf page holding "/small/kv/00" and damage
@@ -268,7 +269,7 @@ func TestRestoreCorrupted(t *testing.T) {
 	ps := int64(4096)
 	var leafOff int64 = -1
 	for off := 2 * ps; off < image; off += ps {
-		if bytes.Contains(orig[off:off+ps], []byte("value-00")) && orig[off+8] == boltLeafFlag {
+		if bytes.Contains(orig[off:off+ps], []byte("value-00")) && orig[off+8] == boltfile.LeafFlag {
 			leafOff = off
 			break
 		}
@@ -370,7 +371,7 @@ func TestRestoreBumpRevision(t *testing.T) {
 func TestRestorePointInTime(t *testing.T) {
 	src := filepath.Join(fixture.Extract(t, "etcd-3.6.16/small.tar.gz"), "small")
 	origCopy := filepath.Join(t.TempDir(), "orig.db")
-	if err := copyDB(filepath.Join(src, "member/snap/db"), origCopy); err != nil {
+	if err := copyDB(vfs.OS{}, filepath.Join(src, "member/snap/db"), origCopy); err != nil {
 		t.Fatal(err)
 	}
 	orig, err := mvcc.Open(origCopy, mvcc.Options{Backend: mvcc.BackendOptions{ReadOnly: true}})
@@ -682,5 +683,29 @@ func TestRestorePointInTimeSnapshotFixture(t *testing.T) {
 			t.Fatalf("index %d (revision %d): %d keys, original at that revision %d", idx, res.PointInTime.Revision, len(got), len(want))
 		}
 		t.Logf("index %d: revision %d, %d keys, base %s + %d entries", idx, res.PointInTime.Revision, len(got), res.PointInTime.BaseKind, res.PointInTime.Applied)
+	}
+}
+
+// TestRestoreUsesItsFS: the restore's file operations go through the FS it
+// is given: a failed .snap write or WAL directory creation fails the
+// restore, and what it created is removed (through the same FS).
+func TestRestoreUsesItsFS(t *testing.T) {
+	for _, c := range []struct {
+		op      vfs.Op
+		pattern string
+	}{{vfs.OpCreate, "*.snap*"}, {vfs.OpMkdir, "wal*"}, {vfs.OpRename, "db"}} {
+		t.Run(c.op.String()+" "+c.pattern, func(t *testing.T) {
+			efs := vfs.NewErrorFS(vfs.OS{})
+			efs.FailAlways(c.op, c.pattern, nil)
+			dir := filepath.Join(t.TempDir(), "m")
+			o := fixtureRestoreOptions(t, dir)
+			o.FS = efs
+			if _, err := Restore(o); !errors.Is(err, vfs.ErrInjected) {
+				t.Fatalf("restore through a failing FS: %v", err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the failed restore left %s behind (%v)", dir, err)
+			}
+		})
 	}
 }

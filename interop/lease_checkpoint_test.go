@@ -238,17 +238,31 @@ func TestLeaseCheckpointScheduleVsEtcd(t *testing.T) {
 	defer be.Close()
 	le := lease.NewLessor(lg, be, v36cluster{}, lease.LessorConfig{MinLeaseTTL: testMinLeaseTTL, CheckpointInterval: interval, CheckpointPersist: true})
 	defer le.Stop()
+	// The apply goroutines below may still be due when the test returns:
+	// once closed is set (deferred to run before either store closes) they do nothing, so
+	// none writes to a closed bbolt file (etcd's backend panics on that).
+	var applyMu sync.Mutex
+	closed := false
+	apply := func(f func()) {
+		go func() {
+			applyMu.Lock()
+			defer applyMu.Unlock()
+			if !closed {
+				f()
+			}
+		}()
+	}
 	le.SetCheckpointer(func(_ context.Context, req *pb.LeaseCheckpointRequest) error {
 		var cps []mvcc.LeaseCheckpoint
 		for _, c := range req.Checkpoints {
 			cps = append(cps, mvcc.LeaseCheckpoint{ID: c.ID, RemainingTTL: c.Remaining_TTL})
 		}
 		add(&er, cps)
-		go func() { // the apply side, as etcd's: after the proposal returns
+		apply(func() { // the apply side, as etcd's: after the proposal returns
 			for _, c := range req.Checkpoints {
 				_ = le.Checkpoint(lease.LeaseID(c.ID), c.Remaining_TTL)
 			}
-		}()
+		})
 		return nil
 	})
 
@@ -256,17 +270,18 @@ func TestLeaseCheckpointScheduleVsEtcd(t *testing.T) {
 	ks, err := mvcc.Open(filepath.Join(t.TempDir(), "etckit.db"), mvcc.Options{MinLeaseTTL: testMinLeaseTTL, LeaseCheckpointInterval: interval,
 		LeaseCheckpointer: func(_ context.Context, cps []mvcc.LeaseCheckpoint) error {
 			add(&kr, slices.Clone(cps))
-			go func() {
+			apply(func() {
 				for _, c := range cps {
 					_ = ks.Lessor().Checkpoint(c.ID, c.RemainingTTL, true)
 				}
-			}()
+			})
 			return nil
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ks.Close()
+	defer func() { applyMu.Lock(); closed = true; applyMu.Unlock() }()
 	kl := ks.Lessor()
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -331,10 +346,12 @@ func TestLeaseCheckpointScheduleVsEtcd(t *testing.T) {
 	t.Logf("etcd: batches %v (%d checkpoints of %d leases), etckit: batches %v (%d of %d)", es, en, len(em), ksz, kn, len(km))
 	// Which of the 2100 equal leases Promote pushes later (and so which
 	// are checkpointed twice, or not at all) follows map order in both,
-	// and the edges of the windows fall within a few microseconds: the
-	// counts must agree to a few leases.
+	// and the edges of the windows fall within a few microseconds — more
+	// on a loaded machine, where a 500 ms look can come late: the counts
+	// must agree to 2% (30 of about 1470 checkpoints; seen apart by up to
+	// 14 with four other builds running).
 	near := func(a, b, d int) bool { return a-b <= d && b-a <= d }
-	if len(es) != len(ksz) || es[0] != ksz[0] || !near(en, kn, 10) || !near(len(em), len(km), 10) || len(em) == 0 {
+	if len(es) != len(ksz) || es[0] != ksz[0] || !near(en, kn, 30) || !near(len(em), len(km), 30) || len(em) == 0 {
 		t.Fatalf("batches: etcd %v, etckit %v", es, ksz)
 	}
 	for id := int64(1); id <= 9; id++ { // the leases of distinct TTLs: exactly the same

@@ -106,16 +106,44 @@ func lockTranscript(t *testing.T, m *member) []string {
 	// Election.
 	l, err := elect.Leader(ctx, &epb.LeaderRequest{Name: []byte("E")})
 	record("leader of an empty election", l, err)
+	c1, err := elect.Campaign(ctx, &epb.CampaignRequest{Name: []byte("E"), Lease: 0x10, Value: []byte("a")})
+	record("campaign 10", c1, err)
+	l, err = elect.Leader(ctx, &epb.LeaderRequest{Name: []byte("E")})
+	record("leader", l, err)
+	// An observer sees the leader of the moment and then its changes, from
+	// a Get made after Observe returned (etcd's and etckit's alike): it is
+	// read once before anything changes and again while E/20 still leads,
+	// so what it sees does not depend on how late that Get runs. (Started
+	// before the campaign, or read only after E/20 resigned, it saw
+	// different leaders on each on a loaded machine.)
 	obsCtx, stopObs := context.WithCancel(ctx)
 	defer stopObs()
 	obs, err := elect.Observe(obsCtx, &epb.LeaderRequest{Name: []byte("E")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1, err := elect.Campaign(ctx, &epb.CampaignRequest{Name: []byte("E"), Lease: 0x10, Value: []byte("a")})
-	record("campaign 10", c1, err)
-	l, err = elect.Leader(ctx, &epb.LeaderRequest{Name: []byte("E")})
-	record("leader", l, err)
+	observed := 0
+	observe := func(n int) {
+		for ; n > 0; n-- {
+			i := observed
+			observed++
+			o, err := obs.Recv()
+			if err != nil {
+				record(fmt.Sprintf("observed %d", i), o, err)
+				return
+			}
+			// The header of an observed change is the watch response's: the
+			// event's own revision when the observer's watch was already in
+			// sync, the store's revision when it caught up later (etcd does
+			// both, depending on timing). Only its lower bound is fixed.
+			if o.Header.GetRevision() < o.Kv.GetModRevision() {
+				t.Fatalf("%s: observed %d: header revision %d below the event's %d", m.name, i, o.Header.GetRevision(), o.Kv.GetModRevision())
+			}
+			o.Header = nil
+			record(fmt.Sprintf("observed %d", i), o, nil)
+		}
+	}
+	observe(1)
 	p, err := elect.Proclaim(ctx, &epb.ProclaimRequest{Leader: c1.GetLeader(), Value: []byte("b")})
 	record("proclaim b", p, err)
 	stale := proto.Clone(c1.GetLeader()).(*epb.LeaderKey)
@@ -140,26 +168,11 @@ func lockTranscript(t *testing.T, m *member) []string {
 	record("resign 10", rs, err)
 	s := <-second
 	record("campaign 20 after wait", s.r, s.err)
+	observe(3)
 	rs, err = elect.Resign(ctx, &epb.ResignRequest{})
 	record("resign without a leader", rs, err)
 	rs, err = elect.Resign(ctx, &epb.ResignRequest{Leader: s.r.GetLeader()})
 	record("resign 20", rs, err)
-	for i := 0; i < 4; i++ {
-		o, err := obs.Recv()
-		if err != nil {
-			record(fmt.Sprintf("observed %d", i), o, err)
-			break
-		}
-		// The header of an observed change is the watch response's: the
-		// event's own revision when the observer's watch was already in
-		// sync, the store's revision when it caught up later (etcd does
-		// both, depending on timing). Only its lower bound is fixed.
-		if o.Header.GetRevision() < o.Kv.GetModRevision() {
-			t.Fatalf("%s: observed %d: header revision %d below the event's %d", m.name, i, o.Header.GetRevision(), o.Kv.GetModRevision())
-		}
-		o.Header = nil
-		record(fmt.Sprintf("observed %d", i), o, nil)
-	}
 	stopObs()
 	h, err := m.maint.HashKV(ctx, &pb.HashKVRequest{})
 	record("hashkv", h, err)

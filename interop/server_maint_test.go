@@ -116,9 +116,20 @@ func TestServerMaintenance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := k.maint.Status(ctx, &pb.StatusRequest{})
-	if err != nil {
-		t.Fatal(err)
+	// The storage version is written by the member's storage version
+	// monitor once the cluster version is decided, as etcd's
+	// monitorStorageVersion does: it may still be empty or 3.5.0 just after
+	// start, so wait (bounded) for it before comparing the rest.
+	var st *pb.StatusResponse
+	for {
+		var err error
+		if st, err = k.maint.Status(ctx, &pb.StatusRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if st.StorageVersion == "3.7.0" || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if st.Leader != s.ID() || st.RaftIndex == 0 || st.RaftAppliedIndex != st.RaftIndex || st.DbSize == 0 || st.StorageVersion != "3.7.0" ||
 		st.DbSizeQuota != 1<<20 || st.Header.Revision != 21 || len(st.Errors) != 0 {

@@ -1,17 +1,15 @@
 package mvcc
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/etckit/etckit/vfs"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -243,7 +241,7 @@ func OpenBackend(path string, opts BackendOptions) (*Backend, error) {
 	db, err := bolt.Open(path, 0o600, bo)
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, &LockedError{Path: path, Timeout: opts.Timeout, Holders: lockHolders(path), Err: err}
+			return nil, &LockedError{Path: path, Timeout: opts.Timeout, Holders: vfs.LockHolderNames(path), Err: err}
 		}
 		return nil, fmt.Errorf("mvcc: open %s: %w", path, err)
 	}
@@ -290,7 +288,7 @@ func (b *Backend) Commits() int64 { return b.commits.Load() }
 type LockedError struct {
 	Path    string
 	Timeout time.Duration
-	Holders []string // "pid 1234 (etcd)" for each holder found in /proc/locks
+	Holders []string // "pid 1234 (etcd) holds a FLOCK WRITE lock" for each holder (vfs.LockHolders)
 	Err     error
 }
 
@@ -303,44 +301,6 @@ func (e *LockedError) Error() string {
 }
 
 func (e *LockedError) Unwrap() error { return e.Err }
-
-// lockHolders finds the processes that hold a flock on path, from
-// /proc/locks (Linux); best effort.
-func lockHolders(path string) []string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	f, err := os.Open("/proc/locks")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	want := ":" + strconv.FormatUint(st.Ino, 10)
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 8 || fs[1] == "->" {
-			continue
-		}
-		if !strings.HasSuffix(fs[5], want) {
-			continue
-		}
-		pid := fs[4]
-		name := ""
-		if c, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil {
-			name = strings.TrimSpace(string(c))
-		}
-		out = append(out, fmt.Sprintf("pid %s (%s, %s %s lock)", pid, name, strings.ToLower(fs[3]), strings.ToLower(fs[1])))
-	}
-	return out
-}
 
 func (b *Backend) renewReadTx() error {
 	tx, err := b.db.Begin(false)

@@ -302,23 +302,33 @@ func (s *Store) ConsistentIndex() (index, term uint64, err error) {
 	v := s.b.View()
 	defer v.Release()
 	for _, x := range []struct {
-		k []byte
+		k string
 		p *uint64
-	}{{[]byte(MetaConsistentIndex), &index}, {[]byte(MetaTerm), &term}} {
-		val, ok := v.Get([]byte(BucketMeta), x.k)
+	}{{MetaConsistentIndex, &index}, {MetaTerm, &term}} {
+		val, ok := v.Get([]byte(BucketMeta), []byte(x.k))
 		if !ok {
 			continue
 		}
-		if len(val) != 8 {
-			return 0, 0, s.corruptf([]byte(BucketMeta), x.k, "length %d, want 8", len(val))
+		if *x.p, err = DecodeMetaUint64(x.k, val); err != nil {
+			return 0, 0, s.corruptErr([]byte(BucketMeta), []byte(x.k), err)
 		}
-		*x.p = beToUint64(val)
 	}
 	return index, term, nil
 }
 
+// DecodeMetaUint64 decodes the value of meta/consistent_index or meta/term:
+// a big-endian uint64. The one rule for a bad length: a value that is not
+// 8 bytes is damage, an error, never read as 0.
+func DecodeMetaUint64(name string, v []byte) (uint64, error) {
+	if len(v) != 8 {
+		return 0, fmt.Errorf("mvcc: meta/%s has %d bytes, want 8", name, len(v))
+	}
+	return beToUint64(v), nil
+}
+
 // ReadConsistentIndex reads the meta bucket's consistent_index and term
-// in tx (0 if absent), refusing values that are not 8 bytes.
+// in tx (0 if absent), refusing values that are not 8 bytes
+// (DecodeMetaUint64).
 func ReadConsistentIndex(tx *bolt.Tx) (index, term uint64, err error) {
 	b := tx.Bucket([]byte(BucketMeta))
 	if b == nil {
@@ -332,10 +342,9 @@ func ReadConsistentIndex(tx *bolt.Tx) (index, term uint64, err error) {
 		if v == nil {
 			continue
 		}
-		if len(v) != 8 {
-			return 0, 0, fmt.Errorf("mvcc: meta/%s has %d bytes, want 8", x.k, len(v))
+		if *x.p, err = DecodeMetaUint64(x.k, v); err != nil {
+			return 0, 0, err
 		}
-		*x.p = beToUint64(v)
 	}
 	return index, term, nil
 }

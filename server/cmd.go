@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -16,8 +17,9 @@ import (
 	"time"
 
 	"github.com/etckit/etckit/engine"
+	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/transport"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
 // flags holds the values of the serve command's flags (etcd's names).
@@ -65,6 +67,9 @@ type flags struct {
 	selfSignedCertValidity                        uint
 	cipherSuites                                  []string
 	tlsMinVersion, tlsMaxVersion                  string
+
+	// The rest of etcd's flags (flags.go).
+	compat compatFlags
 }
 
 // NewCommand returns the `serve` command: run one etcd member on a data
@@ -91,15 +96,10 @@ With no flags it starts one member named "default" with its data in
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.version {
-				// etcd --version, which etcd's test framework reads.
-				fmt.Fprintf(cmd.OutOrStdout(), "etcd Version: %s\nGit SHA: etckit\nGo Version: %s\nGo OS/Arch: %s/%s\n",
-					Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				printVersion(cmd.OutOrStdout())
 				return nil
 			}
-			if err := setFlagsFromEnv(cmd.Flags(), os.LookupEnv); err != nil {
-				return err
-			}
-			cfg, err := f.config(cmd)
+			cfg, err := f.load(cmd, os.Environ())
 			if err != nil {
 				return err
 			}
@@ -180,25 +180,8 @@ With no flags it starts one member named "default" with its data in
 	fs.BoolVar(&f.experimentalPeerSkipSAN, "experimental-peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.Deprecated in v3.6 and will be decommissioned in v3.7. Use peer-skip-client-san-verification instead")
 	fs.StringVar(&f.tlsMinVersion, "tls-min-version", TLSVersion12, "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3.")
 	fs.StringVar(&f.tlsMaxVersion, "tls-max-version", "", "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
+	addCompatFlags(fs, &f.compat)
 	return cmd, &f
-}
-
-// setFlagsFromEnv sets every flag not given on the command line from
-// ETCD_<NAME> (upper case, dashes as underscores), as etcd does.
-func setFlagsFromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
-	var err error
-	fs.VisitAll(func(fl *pflag.Flag) {
-		if err != nil || fl.Changed {
-			return
-		}
-		key := "ETCD_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v, ok := lookup(key); ok && v != "" {
-			if serr := fs.Set(fl.Name, v); serr != nil {
-				err = fmt.Errorf("invalid value %q for %s: %w", v, key, serr)
-			}
-		}
-	})
-	return err
 }
 
 func splitURLs(s string) []string {
@@ -212,11 +195,13 @@ func splitURLs(s string) []string {
 }
 
 func (f *flags) config(cmd *cobra.Command) (Config, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return Config{}, fmt.Errorf("--log-level %q: %w", f.logLevel, err)
+	logger, err := newLogger(f.compat.logger, f.logLevel, f.compat.logFormat, f.compat.logOutputs, cmd.ErrOrStderr())
+	if err != nil {
+		return Config{}, err
 	}
-	logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+	if err := applyCompat(cmd.Flags(), logger); err != nil {
+		return Config{}, err
+	}
 	if f.dataDir == "" {
 		f.dataDir = f.name + ".etckit"
 	}
@@ -230,22 +215,29 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	if f.initialClusterState != "new" && f.initialClusterState != "existing" {
 		return Config{}, fmt.Errorf("--initial-cluster-state %q: want new or existing", f.initialClusterState)
 	}
-	if f.heartbeatMs == 0 || f.electionMs < 5*f.heartbeatMs {
-		return Config{}, fmt.Errorf("--election-timeout (%d) must be at least 5 times --heartbeat-interval (%d)", f.electionMs, f.heartbeatMs)
+	switch {
+	case f.heartbeatMs == 0:
+		return Config{}, fmt.Errorf("--heartbeat-interval must be >0 (set to %dms)", f.heartbeatMs)
+	case f.electionMs == 0:
+		return Config{}, fmt.Errorf("--election-timeout must be >0 (set to %dms)", f.electionMs)
+	case 5*f.heartbeatMs > f.electionMs:
+		return Config{}, fmt.Errorf("--election-timeout[%vms] should be at least as 5 times as --heartbeat-interval[%vms]", f.electionMs, f.heartbeatMs)
+	case f.electionMs > 50000:
+		return Config{}, fmt.Errorf("--election-timeout[%vms] is too long, and should be set less than %vms", f.electionMs, 50000)
+	}
+	switch f.compat.autoCompactionMode {
+	case "periodic", "revision":
+	case "":
+		return Config{}, errors.New("undefined auto-compaction-mode")
+	default:
+		return Config{}, fmt.Errorf("unknown auto-compaction-mode %q", f.compat.autoCompactionMode)
+	}
+	autoCompact, err := parseAutoCompactionRetention(f.compat.autoCompactionMode, f.compat.autoCompactionRetention)
+	if err != nil {
+		return Config{}, err
 	}
 	catchUp := f.snapshotCatchUpEntries
-	if cmd.Flags().Changed("experimental-snapshot-catchup-entries") {
-		if cmd.Flags().Changed("snapshot-catchup-entries") {
-			return Config{}, fmt.Errorf("cannot set --experimental-snapshot-catchup-entries and --snapshot-catchup-entries at the same time, please use --snapshot-catchup-entries only")
-		}
-		logger.Warn("--experimental-snapshot-catchup-entries is deprecated in v3.6 and will be decommissioned in v3.7. Use '--snapshot-catchup-entries' instead.")
-		catchUp = f.experimentalSnapshotCatchUpEntries
-	}
 	downgradeCheck := f.downgradeCheckTime
-	if cmd.Flags().Changed("experimental-downgrade-check-time") {
-		logger.Warn("--experimental-downgrade-check-time is deprecated in v3.6 and will be decommissioned in v3.7. Use '--downgrade-check-time' instead.")
-		downgradeCheck = f.expDowngradeCheckTime
-	}
 	if downgradeCheck == 0 {
 		downgradeCheck = -1 // etcd: 0 turns the downgrade monitor off
 	}
@@ -253,13 +245,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	if authToken == "" {
 		authToken = "-" // etcd's --auth-token="": no tokens
 	}
-	if cmd.Flags().Changed("experimental-peer-skip-client-san-verification") {
-		if cmd.Flags().Changed("peer-skip-client-san-verification") {
-			return Config{}, fmt.Errorf("cannot set --experimental-peer-skip-client-san-verification and --peer-skip-client-san-verification at the same time, please use --peer-skip-client-san-verification only")
-		}
-		f.peerSkipSAN = f.experimentalPeerSkipSAN
-	}
-	err := f.featureGates.setFromExperimentalFlags(func(name string) *bool {
+	err = f.featureGates.setFromExperimentalFlags(func(name string) *bool {
 		if !cmd.Flags().Changed(name) {
 			return nil
 		}
@@ -276,6 +262,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	var mvccOpts mvcc.Options
 	maxSnaps, maxWALs := int(f.maxSnapshots), int(f.maxWALs)
 	if maxSnaps == 0 {
 		maxSnaps = -1
@@ -283,8 +270,21 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 	if maxWALs == 0 {
 		maxWALs = -1
 	}
+	if f.compat.backendBatchInterval > 0 {
+		mvccOpts.Backend.BatchInterval = f.compat.backendBatchInterval
+	}
+	if f.compat.backendBatchLimit > 0 {
+		mvccOpts.Backend.BatchLimit = f.compat.backendBatchLimit
+	}
+	if f.compat.compactionBatchLimit > 0 {
+		mvccOpts.CompactionBatchLimit = f.compat.compactionBatchLimit
+	}
+	if f.compat.compactionSleepInterval > 0 {
+		mvccOpts.CompactionSleepInterval = f.compat.compactionSleepInterval
+	}
 	return Config{
 		Engine: engine.Options{
+			MVCC:                     mvccOpts,
 			Name:                     f.name,
 			DataDir:                  f.dataDir,
 			WALDir:                   f.walDir,
@@ -333,7 +333,20 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		LeaseCheckpoint:        f.featureGates.Enabled(featureLeaseCheckpoint),
 		LeaseCheckpointPersist: f.featureGates.Enabled(featureLeaseCheckpointPersist),
 		DowngradeCheckTime:     downgradeCheck,
-		Metrics:                f.metrics,
+
+		RaftReadTimeout:    f.compat.raftReadTimeout,
+		RaftWriteTimeout:   f.compat.raftWriteTimeout,
+		SocketReusePort:    f.compat.socketReusePort,
+		SocketReuseAddress: f.compat.socketReuseAddr,
+		EnablePprof:        f.compat.enablePprof,
+		CORS:               f.compat.cors,
+		HostWhitelist:      f.compat.hostWhitelist,
+		AutoCompaction:     autoCompact,
+
+		BootstrapDefragThresholdMegabytes: f.compat.bootstrapDefragThresholdMB,
+		WarningUnaryRequestDuration:       f.compat.warningUnaryRequestDuration,
+		SetMemberLocalAddr:                f.featureGates.Enabled("SetMemberLocalAddr"),
+		Metrics:                           f.metrics,
 	}, nil
 }
 
@@ -392,6 +405,8 @@ func disabledIfZero(d time.Duration) time.Duration {
 // Run starts a member with cfg and serves until ctx is done (a signal) or
 // the member stops on an error; then it shuts down cleanly.
 func Run(ctx context.Context, cfg Config) error {
+	setRaftTimeouts(cfg)
+	logStarting(cfg)
 	s, err := New(cfg)
 	if err != nil {
 		return err
@@ -407,4 +422,63 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	s.Stop()
 	return s.Err()
+}
+
+// setRaftTimeouts applies --raft-read-timeout and --raft-write-timeout to
+// the peer transport, raised to etcd's 5 s minimum as etcd does.
+func setRaftTimeouts(cfg Config) {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RaftReadTimeout != 0 {
+		if cfg.RaftReadTimeout < transport.DefaultConnReadTimeout {
+			lg.Info(fmt.Sprintf("raft-read-timeout increased to minimum value: %v", transport.DefaultConnReadTimeout))
+			cfg.RaftReadTimeout = transport.DefaultConnReadTimeout
+		}
+		if transport.ConnReadTimeout != cfg.RaftReadTimeout {
+			transport.ConnReadTimeout = cfg.RaftReadTimeout
+		}
+	}
+	if cfg.RaftWriteTimeout != 0 {
+		if cfg.RaftWriteTimeout < transport.DefaultConnWriteTimeout {
+			lg.Info(fmt.Sprintf("raft-write-timeout increased to minimum value: %v", transport.DefaultConnWriteTimeout))
+			cfg.RaftWriteTimeout = transport.DefaultConnWriteTimeout
+		}
+		if transport.ConnWriteTimeout != cfg.RaftWriteTimeout {
+			transport.ConnWriteTimeout = cfg.RaftWriteTimeout
+		}
+	}
+}
+
+// logStarting is etcd's "starting an etcd server" line (embed.print),
+// which etcd's e2e tests read (e.g. "snapshot-catchup-entries":1000 and
+// "v2-deprecation":"write-only"), with the fields etckit has.
+func logStarting(cfg Config) {
+	if cfg.Logger == nil {
+		return
+	}
+	walDir := cfg.Engine.WALDir
+	memberDir := filepath.Join(cfg.Engine.DataDir, "member")
+	hb := cfg.TickInterval
+	cors, hosts := cfg.CORS, cfg.HostWhitelist
+	cfg.Logger.Info("starting an etcd server",
+		"etcd-version", Version, "git-sha", "etckit", "go-version", runtime.Version(), "go-os", runtime.GOOS, "go-arch", runtime.GOARCH,
+		"max-cpu-set", runtime.GOMAXPROCS(0), "max-cpu-available", runtime.NumCPU(),
+		"name", cfg.Engine.Name, "data-dir", cfg.Engine.DataDir, "wal-dir", walDir, "member-dir", memberDir,
+		"force-new-cluster", cfg.ForceNewCluster,
+		"heartbeat-interval", hb.String(), "election-timeout", (time.Duration(cfg.ElectionTicks) * hb).String(),
+		"initial-election-tick-advance", !cfg.DisableInitialElectionTickAdvance,
+		"snapshot-count", cfg.Engine.SnapshotCount, "max-wals", cfg.Engine.MaxWALs, "max-snapshots", cfg.Engine.MaxSnapshots,
+		"snapshot-catchup-entries", cfg.Engine.CatchUpEntries,
+		"initial-advertise-peer-urls", cfg.Engine.InitialAdvertisePeerURLs, "listen-peer-urls", cfg.ListenPeerURLs,
+		"advertise-client-urls", cfg.AdvertiseClientURLs, "listen-client-urls", cfg.ListenClientURLs,
+		"listen-metrics-urls", cfg.ListenMetricsURLs, "cors", cors, "host-whitelist", hosts,
+		"initial-cluster", cfg.Engine.InitialCluster, "initial-cluster-state", cfg.InitialClusterState,
+		"initial-cluster-token", cfg.Engine.InitialClusterToken, "quota-backend-bytes", cfg.QuotaBackendBytes,
+		"max-request-bytes", cfg.MaxRequestBytes, "max-concurrent-streams", cfg.MaxConcurrentStreams,
+		"pre-vote", !cfg.DisablePreVote,
+		"auto-compaction-mode", cfg.AutoCompaction.Mode, "auto-compaction-retention", cfg.AutoCompaction.Period.String(),
+		"downgrade-check-interval", cfg.DowngradeCheckTime.String(), "max-learners", cfg.Engine.MaxLearners,
+		"v2-deprecation", "write-only")
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"strings"
@@ -17,11 +18,19 @@ import (
 
 func TestCommandDefaultsAndEnv(t *testing.T) {
 	cmd := NewCommand()
-	env := map[string]string{"ETCD_NAME": "envname", "ETCD_SNAPSHOT_COUNT": "42", "ETCD_MAX_TXN_OPS": "7"}
+	env := []string{"ETCD_NAME=envname", "ETCD_SNAPSHOT_COUNT=42", "ETCD_MAX_TXN_OPS="}
 	if err := cmd.ParseFlags([]string{"--max-txn-ops=9"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := setFlagsFromEnv(cmd.Flags(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	// etcd: a variable for a flag that was given is an error, even empty.
+	if err := setFlagsFromEnv(cmd.Flags(), env, discardLogger); err == nil || !strings.Contains(err.Error(), `conflicting environment variable "ETCD_MAX_TXN_OPS" is shadowed`) {
+		t.Fatalf("ETCD_MAX_TXN_OPS with --max-txn-ops: %v", err)
+	}
+	cmd = NewCommand()
+	if err := cmd.ParseFlags([]string{"--max-txn-ops=9"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := setFlagsFromEnv(cmd.Flags(), env[:2], discardLogger); err != nil {
 		t.Fatal(err)
 	}
 	for flag, want := range map[string]string{"name": "envname", "snapshot-count": "42", "max-txn-ops": "9",
@@ -41,6 +50,8 @@ func TestCommandDefaultsAndEnv(t *testing.T) {
 		heartbeatMs: 100, electionMs: 1000, logLevel: "info", snapshotCatchUpEntries: engine.DefaultSnapshotCatchUpEntries,
 		grpcKeepAliveMinTime: DefaultGRPCKeepAliveMinTime, grpcKeepAliveInterval: DefaultGRPCKeepAliveInterval,
 		grpcKeepAliveTimeout: DefaultGRPCKeepAliveTimeout, maxConcurrentStreams: math.MaxUint32}
+	_, defaults := newCommand()
+	f.compat = defaults.compat // flags.go's, with etcd's defaults
 	cfg, err := f.config(c)
 	if err != nil {
 		t.Fatal(err)
@@ -53,12 +64,7 @@ func TestCommandDefaultsAndEnv(t *testing.T) {
 		cfg.GRPCKeepAliveInterval != 2*time.Hour || cfg.GRPCKeepAliveTimeout != 20*time.Second {
 		t.Fatalf("defaults %+v", cfg)
 	}
-	if err := setFlagsFromEnv(NewCommand().Flags(), func(k string) (string, bool) {
-		if k == "ETCD_SNAPSHOT_COUNT" {
-			return "many", true
-		}
-		return "", false
-	}); err == nil {
+	if err := setFlagsFromEnv(NewCommand().Flags(), []string{"ETCD_SNAPSHOT_COUNT=many"}, discardLogger); err == nil {
 		t.Fatal("invalid ETCD_SNAPSHOT_COUNT accepted")
 	}
 }
@@ -122,6 +128,8 @@ func TestCommandServeAndShutdown(t *testing.T) {
 		t.Fatalf("no clean stop in the log:\n%s", stderr.String())
 	}
 }
+
+var discardLogger = slog.New(slog.DiscardHandler)
 
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -199,11 +207,11 @@ func TestCommandFeatureGates(t *testing.T) {
 	if got, want := c.Flags().Lookup("feature-gates").Value.String(), "AllBeta=false,FastLeaseKeepAlive=false,LeaseCheckpoint=true,TxnModeWriteWithSharedBuffer=false"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
-	if err := setFlagsFromEnv(c.Flags(), func(k string) (string, bool) { return "Bad=true", k == "ETCD_FEATURE_GATES" }); err != nil {
-		t.Errorf("an explicit --feature-gates must win over ETCD_FEATURE_GATES: %v", err)
+	if err := setFlagsFromEnv(c.Flags(), []string{"ETCD_FEATURE_GATES=Bad=true"}, discardLogger); err == nil {
+		t.Errorf("ETCD_FEATURE_GATES with an explicit --feature-gates: no error (etcd refuses the pair)")
 	}
 	c, f := newCommand()
-	if err := setFlagsFromEnv(c.Flags(), func(k string) (string, bool) { return "LeaseCheckpoint=true", k == "ETCD_FEATURE_GATES" }); err != nil {
+	if err := setFlagsFromEnv(c.Flags(), []string{"ETCD_FEATURE_GATES=LeaseCheckpoint=true"}, discardLogger); err != nil {
 		t.Fatal(err)
 	}
 	if cfg, err := f.config(c); err != nil || !cfg.LeaseCheckpoint {

@@ -11,8 +11,9 @@ import (
 
 // The server feature gates of etcd 3.7.3 (server/features/etcd_features.go),
 // with the two generic ones of its featuregate package (AllAlpha, AllBeta).
-// etckit acts on LeaseCheckpoint and LeaseCheckpointPersist; the others
-// are accepted, as etcd accepts them, and have no effect.
+// etckit acts on LeaseCheckpoint, LeaseCheckpointPersist and
+// SetMemberLocalAddr; the others are accepted, as etcd accepts them, and
+// have no effect.
 const (
 	featureLeaseCheckpoint        = "LeaseCheckpoint"
 	featureLeaseCheckpointPersist = "LeaseCheckpointPersist"
@@ -40,10 +41,14 @@ var knownFeatures = map[string]featureSpec{
 }
 
 // experimentalFeatureFlags are etcd 3.6's boolean flags that set a gate
-// (features.ExperimentalFlagToFeatureMap), those etckit has.
+// (features.ExperimentalFlagToFeatureMap).
 var experimentalFeatureFlags = map[string]string{
-	"experimental-enable-lease-checkpoint":         featureLeaseCheckpoint,
-	"experimental-enable-lease-checkpoint-persist": featureLeaseCheckpointPersist,
+	"experimental-enable-lease-checkpoint":           featureLeaseCheckpoint,
+	"experimental-enable-lease-checkpoint-persist":   featureLeaseCheckpointPersist,
+	"experimental-stop-grpc-service-on-defrag":       "StopGRPCServiceOnDefrag",
+	"experimental-initial-corrupt-check":             "InitialCorruptCheck",
+	"experimental-compact-hash-check-enabled":        "CompactHashCheck",
+	"experimental-txn-mode-write-with-shared-buffer": "TxnModeWriteWithSharedBuffer",
 }
 
 // featureGates is etcd's --feature-gates value (pkg/featuregate, a copy of

@@ -188,7 +188,7 @@ func TestCommandForceNewCluster(t *testing.T) {
 	if fl == nil || fl.DefValue != "false" || fl.Usage != "Force to create a new one member cluster." {
 		t.Fatalf("flag %+v", fl)
 	}
-	if err := setFlagsFromEnv(c.Flags(), func(k string) (string, bool) { return "true", k == "ETCD_FORCE_NEW_CLUSTER" }); err != nil {
+	if err := setFlagsFromEnv(c.Flags(), []string{"ETCD_FORCE_NEW_CLUSTER=true"}, discardLogger); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := f.config(c)

@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"hash/crc32"
 	"io"
 	"math"
 	"time"
 
 	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
-	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
@@ -549,28 +547,13 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	}
 	v := m.s.eng.Store().Backend().Snapshot()
 	defer v.Release()
-	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	start := time.Now()
-	defer func() { m.s.metrics.hashDuration.Observe(time.Since(start).Seconds()) }()
-	err := v.Tx().ForEach(func(name []byte, b *bolt.Bucket) error {
-		h.Write(name)
-		isMeta := string(name) == mvcc.BucketMeta
-		return b.ForEach(func(k, val []byte) error {
-			if isMeta {
-				switch string(k) {
-				case mvcc.MetaTerm, mvcc.MetaConsistentIndex, mvcc.MetaStorageVersion:
-					return nil
-				}
-			}
-			h.Write(k)
-			h.Write(val)
-			return nil
-		})
-	})
+	h, err := mvcc.DBHash(v.Tx(), true, nil)
+	m.s.metrics.hashDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
-	resp := &pb.HashResponse{Header: &pb.ResponseHeader{}, Hash: h.Sum32()}
+	resp := &pb.HashResponse{Header: &pb.ResponseHeader{}, Hash: h}
 	m.s.fill(resp.Header)
 	return resp, nil
 }

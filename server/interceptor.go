@@ -27,7 +27,8 @@ func requireLeader(md metadata.MD) bool {
 // unaryInterceptor is etcd's: a learner answers only Status and
 // serializable Range; a client that requires a leader is refused without
 // one.
-func (s *Server) unaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
 	if s.isLearner() && !learnerServes(req) {
 		return nil, rpctypes.ErrGRPCNotSupportedForLearner
 	}
@@ -39,7 +40,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, _ *grpc.UnarySer
 	if requireLeader(md) && s.Leader() == 0 {
 		return nil, rpctypes.ErrGRPCNoLeader
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	s.logUnaryRequestStats(ctx, info, start, req, resp)
+	return resp, err
 }
 
 func learnerServes(req any) bool {

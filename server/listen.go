@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -218,13 +219,19 @@ func (c *Config) clientAddrs() ([]*clientAddr, error) {
 
 // listenOn binds a TCP address or a unix socket (an old socket file is
 // removed first, as etcd does).
-func listenOn(network, addr string) (net.Listener, error) {
+// With --socket-reuse-port/--socket-reuse-address, TCP listeners get
+// SO_REUSEPORT/SO_REUSEADDR (etcd's transport.SocketOpts).
+func (c *Config) listenOn(network, addr string) (net.Listener, error) {
 	if network == "unix" {
 		if err := os.Remove(addr); err != nil && !os.IsNotExist(err) {
 			return nil, err
 		}
 	}
-	return net.Listen(network, addr)
+	lc := net.ListenConfig{}
+	if network == "tcp" && (c.SocketReusePort || c.SocketReuseAddress) {
+		lc.Control = c.socketControl
+	}
+	return lc.Listen(context.Background(), network, addr)
 }
 
 // Serve listens on the client URLs and serves gRPC and HTTP on them until
@@ -269,7 +276,7 @@ func (s *Server) Serve() error {
 		break
 	}
 	for _, ca := range addrs {
-		l, err := listenOn(ca.network, ca.addr)
+		l, err := s.cfg.listenOn(ca.network, ca.addr)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("server: listen %s: %w", ca.urls[0], err)
@@ -307,11 +314,12 @@ func (s *Server) Serve() error {
 	}
 	// etcd's client HTTP server: 5 minutes to send a request's header, no
 	// idle timeout on keep-alive connections.
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Minute}
+	handler := s.clientHTTPHandler(mux)
+	s.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Minute}
 	if tlsCfg != nil {
-		var h http.Handler = mux
+		h := handler
 		if !split {
-			h = grpcHandler(s.grpc, mux)
+			h = grpcHandler(s.grpc, handler)
 		}
 		httpsUsed := false
 		for _, ca := range addrs {
@@ -440,7 +448,7 @@ func (s *Server) listenMetrics() error {
 			return fail(err)
 		}
 		network, addr, secure := resolveURL(u)
-		l, err := listenOn(network, addr)
+		l, err := s.cfg.listenOn(network, addr)
 		if err != nil {
 			return fail(fmt.Errorf("server: listen %s: %w", raw, err))
 		}

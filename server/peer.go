@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -56,9 +57,13 @@ func (c *Config) peerDialTimeout() time.Duration {
 // dial timeout, TCP keep-alive 30 s, a 10 s TLS handshake, up to 1024 idle
 // connections per host. It speaks HTTP/1.1 only: etcd's peer listener
 // offers h2 in ALPN but serves HTTP/1, so a client that took h2 would fail.
-func newPeerRoundTripper(tc *tls.Config, dialTimeout time.Duration) *http.Transport {
+func newPeerRoundTripper(tc *tls.Config, dialTimeout time.Duration, localAddr string) *http.Transport {
+	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	if ip := net.ParseIP(localAddr); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
 	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         d.DialContext,
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: tlsHandshakeTimeout,
 		MaxIdleConnsPerHost: 1024,
@@ -74,7 +79,7 @@ func newPeerRoundTripper(tc *tls.Config, dialTimeout time.Duration) *http.Transp
 func (s *Server) startPeer() error {
 	if s.cfg.Transport == nil {
 		s.tr = transport.New(transport.Config{ID: s.ID(), ClusterID: s.ClusterID(), URLs: s.peerURLs(), Raft: s, Version: Version,
-			DialTimeout: s.cfg.peerDialTimeout(), TLSClientConfig: s.peerDial, Snapshots: s,
+			DialTimeout: s.cfg.peerDialTimeout(), TLSClientConfig: s.peerDial, Snapshots: s, LocalAddr: s.localAddr,
 			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp"),
 			Observer: newPeerObserver(s.metrics, s.ID())})
 		s.cfg.Transport = s.tr
@@ -85,19 +90,20 @@ func (s *Server) startPeer() error {
 	var tlsCfg *tls.Config
 	var checks []connCheck
 	for _, u := range s.cfg.ListenPeerURLs {
-		pu, err := url.Parse(u)
+		pu, err := parseListenURL("--listen-peer-urls", u)
 		if err != nil {
-			return fmt.Errorf("server: --listen-peer-urls %q: %w", u, err)
+			return err
 		}
-		if pu.Scheme != "http" && pu.Scheme != "https" {
-			return fmt.Errorf("server: --listen-peer-urls %q: only http and https are supported", u)
-		}
-		l, err := net.Listen("tcp", pu.Host)
+		// unix and unixs peer URLs are listened on as etcd does (the
+		// socket path is the URL's host); etckit's peer transport dials
+		// http and https peers only.
+		network, addr, secure := resolveURL(pu)
+		l, err := s.cfg.listenOn(network, addr)
 		if err != nil {
 			return fmt.Errorf("server: listen %s: %w", u, err)
 		}
 		l = &deadlineListener{Listener: l}
-		if pu.Scheme == "https" {
+		if secure {
 			if tlsCfg == nil {
 				if tlsCfg, err = s.cfg.PeerTLS.serverConfig(s.log); err != nil {
 					_ = l.Close()
@@ -600,4 +606,30 @@ func (s *Server) serveDowngradeEnabled(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte(strconv.FormatBool(s.eng.DowngradeInfo().Enabled)))
+}
+
+// inferLocalAddr is etcd's Config.InferLocalAddr: with the feature gate
+// SetMemberLocalAddr, peers are dialed from the first advertised peer URL
+// whose host is an IP that is neither loopback nor unspecified.
+func (c *Config) inferLocalAddr() string {
+	if !c.SetMemberLocalAddr {
+		return ""
+	}
+	urls := c.Engine.InitialAdvertisePeerURLs
+	c.Logger.Info("searching for a suitable member local address in AdvertisePeerURLs", "advertise-peer-urls", urls)
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			continue
+		}
+		if addr, err := netip.ParseAddr(u.Hostname()); err == nil {
+			if addr.IsLoopback() || addr.IsUnspecified() {
+				continue
+			}
+			c.Logger.Info("setting member local address", "LocalAddr", addr.String())
+			return addr.String()
+		}
+	}
+	c.Logger.Warn("unable to set a member local address due to lack of suitable local addresses", "advertise-peer-urls", urls)
+	return ""
 }

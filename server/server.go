@@ -160,6 +160,35 @@ type Config struct {
 	// (default 5 s; negative: never).
 	DowngradeCheckTime time.Duration
 
+	// RaftReadTimeout and RaftWriteTimeout are --raft-read-timeout and
+	// --raft-write-timeout: the peer connections' I/O deadlines (etcd's
+	// rafthttp globals; below the 5 s default they are raised to it, as
+	// etcd does). Process-wide, as in etcd; set by Run.
+	RaftReadTimeout, RaftWriteTimeout time.Duration
+	// SocketReusePort and SocketReuseAddress are --socket-reuse-port and
+	// --socket-reuse-address: SO_REUSEPORT / SO_REUSEADDR on the client
+	// and peer listeners.
+	SocketReusePort, SocketReuseAddress bool
+	// EnablePprof is --enable-pprof: Go's profiles under /debug/pprof/ on
+	// the client HTTP listeners.
+	EnablePprof bool
+	// CORS and HostWhitelist are --cors and --host-whitelist for the
+	// client HTTP endpoints (empty or "*": any).
+	CORS, HostWhitelist []string
+	// AutoCompaction is --auto-compaction-mode/--auto-compaction-retention.
+	AutoCompaction AutoCompaction
+	// WarningUnaryRequestDuration is --warning-unary-request-duration: a
+	// unary request slower than that is logged ("request stats"; default
+	// 300ms).
+	WarningUnaryRequestDuration time.Duration
+	// SetMemberLocalAddr is etcd's feature gate SetMemberLocalAddr: peers
+	// are dialed from the advertised peer IP (inferLocalAddr).
+	SetMemberLocalAddr bool
+	// BootstrapDefragThresholdMegabytes is
+	// --bootstrap-defrag-threshold-megabytes: at start, the db is
+	// defragmented when that much space or more would be freed (0: never).
+	BootstrapDefragThresholdMegabytes uint
+
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 	// serviceRegister adds gRPC services to the client server (tests).
@@ -199,6 +228,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.WarningUnaryRequestDuration <= 0 {
+		c.WarningUnaryRequestDuration = 300 * time.Millisecond
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = 10 * time.Minute
@@ -262,6 +294,9 @@ type Server struct {
 	readState chan raft.ReadState
 
 	metrics *metrics
+
+	// localAddr is the IP peers are dialed from (SetMemberLocalAddr).
+	localAddr string
 
 	// commitInterval: the server commits the backend itself (etcd's
 	// batch interval) so that every commit's duration is observed; the
@@ -329,6 +364,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: peer TLS: %w", err)
 	}
+	localAddr := cfg.inferLocalAddr()
 	var joined *joinInfo
 	if cfg.InitialClusterState == "existing" {
 		walDir := cfg.Engine.WALDir
@@ -341,13 +377,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		if !wal.Exist(fsys, walDir) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			join, err := discoverCluster(ctx, cfg, &http.Client{Timeout: 2 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())})
+			join, err := discoverCluster(ctx, cfg, &http.Client{Timeout: 2 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout(), localAddr)})
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", err)
 			}
 			ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-			ok := checkClusterCompatible(ctx, cfg.Logger, &http.Client{Timeout: cfg.reqTimeoutOrDefault(), Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())}, join.members, join.memberID)
+			ok := checkClusterCompatible(ctx, cfg.Logger, &http.Client{Timeout: cfg.reqTimeoutOrDefault(), Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout(), localAddr)}, join.members, join.memberID)
 			cancel()
 			if !ok {
 				return nil, fmt.Errorf("server: joining a running cluster (--initial-cluster-state=existing): %w", errIncompatibleCluster)
@@ -411,14 +447,21 @@ func New(cfg Config) (*Server, error) {
 		msgc:           make(chan *raftpb.Message, 1024),
 		reportc:        make(chan func(), 256),
 		snapc:          make(chan *raftpb.Message, 16),
-		peerClient:     &http.Client{Timeout: 10 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout())},
+		peerClient:     &http.Client{Timeout: 10 * time.Second, Transport: newPeerRoundTripper(peerDial, cfg.peerDialTimeout(), localAddr)},
 		peerDial:       peerDial,
+		localAddr:      localAddr,
 		leaderStreams:  leaderStreams{cancels: map[*cancelStream]struct{}{}},
 	}
 	srv = s
 	met.registerScrape(s)
 	s.applied, _ = eng.Applied()
 	s.term.Store(eng.Term())
+	if cfg.BootstrapDefragThresholdMegabytes > 0 {
+		if err := s.maybeDefragBackend(); err != nil {
+			_ = eng.Close()
+			return nil, err
+		}
+	}
 	rc := &raft.Config{
 		ID:                        eng.ID(),
 		ElectionTick:              cfg.ElectionTicks,
@@ -458,6 +501,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LeaseCheckpoint {
 		s.wg.Add(1)
 		go s.checkpointLoop()
+	}
+	if cfg.AutoCompaction.enabled() {
+		s.wg.Add(1)
+		go s.compactorLoop()
 	}
 	s.wg.Add(7)
 	go s.versionLoop()

@@ -50,15 +50,23 @@ var (
 	errStreamReaderClosed = errors.New("stream reader is stopped")
 )
 
+// ConnReadTimeout and ConnWriteTimeout are the peer connections' I/O
+// deadlines, etcd's rafthttp globals of the same names, which etcd's
+// --raft-read-timeout and --raft-write-timeout set (process-wide).
+var (
+	ConnReadTimeout  = DefaultConnReadTimeout
+	ConnWriteTimeout = DefaultConnWriteTimeout
+)
+
 // Timings and sizes, as etcd's rafthttp.
 const (
-	ConnReadTimeout   = 5 * time.Second
-	ConnWriteTimeout  = 5 * time.Second
-	streamBufSize     = 4096
-	recvBufSize       = 4096
-	pipelineBufSize   = 64
-	connPerPipeline   = 4
-	dialRetryInterval = 100 * time.Millisecond
+	DefaultConnReadTimeout  = 5 * time.Second
+	DefaultConnWriteTimeout = 5 * time.Second
+	streamBufSize           = 4096
+	recvBufSize             = 4096
+	pipelineBufSize         = 64
+	connPerPipeline         = 4
+	dialRetryInterval       = 100 * time.Millisecond
 	// tlsHandshakeTimeout bounds a TLS handshake with a peer.
 	tlsHandshakeTimeout = 10 * time.Second
 	// MinClusterVersion is what etcd 3.x sends as X-Min-Cluster-Version.
@@ -79,6 +87,9 @@ type Config struct {
 	// certificate to present, the trusted CA); nil: Go's defaults. It
 	// must offer no ALPN protocol: peers speak HTTP/1.1.
 	TLSClientConfig *tls.Config
+	// LocalAddr, when set, is the IP peer connections are dialed from
+	// (etcd's feature gate SetMemberLocalAddr).
+	LocalAddr string
 	// Snapshots receives and opens db snapshots; nil refuses them.
 	Snapshots SnapshotStore
 	// OnCritical is called once when a peer says this member was removed.
@@ -108,8 +119,8 @@ type Observer interface {
 }
 
 // ProbeInterval is how often peers are probed for their round trip time
-// (etcd's proberInterval: ConnReadTimeout - 1 s).
-const ProbeInterval = ConnReadTimeout - time.Second
+// (etcd's proberInterval: ConnReadTimeout - 1 s, with etcd's default).
+const ProbeInterval = DefaultConnReadTimeout - time.Second
 
 // Transport sends raft messages to the peers and serves the peer handlers.
 type Transport struct {
@@ -140,6 +151,9 @@ func New(cfg Config) *Transport {
 	}
 	t := &Transport{cfg: cfg, log: cfg.Logger, peers: map[uint64]*peer{}, remotes: map[uint64]*peer{}}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if ip := net.ParseIP(cfg.LocalAddr); ip != nil {
+		dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	}
 	t.streamClient = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)

@@ -24,6 +24,17 @@ func newRoot() *cobra.Command {
 		Short:         "Serve, read, check and repair etcd data directories byte for byte",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	// `etckit --version` prints what `etcd --version` does (etckit is
+	// etcd 3.7.3 to its clients), as `etckit serve --version`.
+	version := root.Flags().Bool("version", false, "Print the version and exit.")
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *version {
+			server.PrintVersion(cmd.OutOrStdout())
+			return nil
+		}
+		return cmd.Help()
 	}
 	root.AddCommand(server.NewCommand())
 	root.AddCommand(dumplogs.NewCommand())
@@ -35,7 +46,12 @@ func newRoot() *cobra.Command {
 }
 
 func main() {
-	err := newRoot().Execute()
+	root := newRoot()
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		// etcd's flags also come with one dash (Go's flag package).
+		root.SetArgs(append([]string{"serve"}, server.NormalizeArgs(os.Args[2:])...))
+	}
+	err := root.Execute()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "etckit:", err)
 	}

@@ -54,6 +54,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"dump-logs", "--entry-type", "Nope", dir}, 2, ""},
 		{[]string{"wal", "verify", "/nonexistent/etckit"}, 2, ""},
 		{[]string{"nope"}, 2, ""},
+		{[]string{"--version"}, 0, "etcd Version: 3.7.3\nGit SHA: etckit\nGo Version: go"},
+		{[]string{"serve", "--version"}, 0, "etcd Version: 3.7.3\nGit SHA: etckit\nGo Version: go"},
+		{[]string{"serve", "-version"}, 0, "etcd Version: 3.7.3\nGit SHA: etckit\nGo Version: go"},
 	} {
 		out, stderr, code := etckit(t, c.args...)
 		if code != c.code || !strings.Contains(out, c.out) {

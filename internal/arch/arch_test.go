@@ -23,7 +23,7 @@ func layer(pkg string) (room string, rank int) {
 	switch {
 	case pkg == "vfs" || pkg == "corrupt":
 		return "leaf", 0
-	case pkg == "wal" || pkg == "snap" || pkg == "mvcc":
+	case pkg == "wal" || pkg == "snap" || pkg == "mvcc" || pkg == "mvcc/boltfile":
 		return "format", 1
 	case pkg == "auth":
 		return "store", 2

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +29,9 @@ type Options struct {
 	Timeout  time.Duration // bbolt lock wait (0: forever)
 	Replay   bool          // apply committed entries past consistent_index on a copy
 	Progress io.Writer     // progress bar (drawn only on a terminal); nil: none
+	// FS holds the WAL and the .snap files (default vfs.OS{}); bbolt reads
+	// the db on disk.
+	FS vfs.FS
 }
 
 type doc struct {
@@ -53,7 +55,10 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(dirs.DataDir); err != nil || !fi.IsDir() {
+	if opts.FS == nil {
+		opts.FS = vfs.OS{}
+	}
+	if fi, err := opts.FS.Stat(dirs.DataDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("data directory %s: not a directory (%v)", dirs.DataDir, err)
 	}
 	r := &Report{WALDir: walDir, SnapDir: dirs.Snap(), DBPath: dirs.DB(), Revision: 1, CompactRev: -1}
@@ -64,7 +69,7 @@ func Diagnose(dirs cli.Dirs, opts Options) (*Report, error) {
 	var pagesErr *dumpdb.PagesError
 	switch {
 	case err == nil:
-		if probs, err := dumpdb.MetaProblems(r.DBPath, db.Info().PageSize); err == nil {
+		if probs, err := dumpdb.MetaProblems(r.DBPath); err == nil {
 			for _, p := range probs {
 				d.add(SevError, "bbolt-meta", r.DBPath, p.Offset, "page %d: %s", p.Page, p.Detail)
 			}
@@ -105,10 +110,10 @@ func (d *doc) checkWAL() {
 	r := d.r
 	var p *cli.Progress
 	starts, total := map[string]int64{}, int64(0)
-	if names, err := os.ReadDir(r.WALDir); err == nil {
+	if names, err := d.opts.FS.ReadDirNames(r.WALDir); err == nil {
 		for _, n := range names {
-			if fi, err := n.Info(); err == nil && filepath.Ext(n.Name()) == ".wal" {
-				starts[n.Name()] = total
+			if fi, err := d.opts.FS.Stat(filepath.Join(r.WALDir, n)); err == nil && filepath.Ext(n) == ".wal" {
+				starts[n] = total
 				total += fi.Size()
 			}
 		}
@@ -117,7 +122,7 @@ func (d *doc) checkWAL() {
 		p = cli.NewProgress(d.opts.Progress, "doctor: wal", total)
 		defer p.Done()
 	}
-	rep, err := walverify.VerifyWithProgress(vfs.OS{}, r.WALDir, r.SnapDir, func(seg string, off int64) { p.Update(starts[seg] + off) })
+	rep, err := walverify.VerifyWithProgress(d.opts.FS, r.WALDir, r.SnapDir, func(seg string, off int64) { p.Update(starts[seg] + off) })
 	if err != nil {
 		d.add(SevError, "wal", r.WALDir, -1, "cannot read the WAL: %v", err)
 		return
@@ -161,7 +166,7 @@ func (d *doc) checkSnap() {
 	if len(pts) == 0 {
 		return
 	}
-	s, p, _, err := snap.LoadNewest(vfs.OS{}, r.SnapDir, pts)
+	s, p, _, err := snap.LoadNewest(d.opts.FS, r.SnapDir, pts)
 	if err != nil {
 		return // walverify reported missing or broken files
 	}
@@ -240,11 +245,12 @@ func (d *doc) checkMeta(db *bolt.DB, tx *bolt.Tx, size int64) {
 		if v == nil {
 			return 0, false
 		}
-		if len(v) != 8 {
-			d.add(SevError, "meta", r.DBPath, dumpdb.FileOffset(db, size, v), "meta/%s is %d bytes, want 8", name, len(v))
+		n, err := mvcc.DecodeMetaUint64(string(name), v)
+		if err != nil {
+			d.add(SevError, "meta", r.DBPath, dumpdb.FileOffset(db, size, v), "%v", err)
 			return 0, false
 		}
-		return binary.BigEndian.Uint64(v), true
+		return n, true
 	}
 	var ok bool
 	if r.ConsistentIndex, ok = u64([]byte(mvcc.MetaConsistentIndex)); !ok {
@@ -431,7 +437,7 @@ func (d *doc) cross() {
 		}
 		if r.SnapshotIndex > 0 && r.ConsistentIndex < r.SnapshotIndex {
 			sdb := filepath.Join(r.SnapDir, snap.DBFileName(r.SnapshotIndex))
-			if _, err := os.Stat(sdb); err == nil {
+			if _, err := d.opts.FS.Stat(sdb); err == nil {
 				d.add(SevInfo, "consistent-index", r.DBPath, -1, "consistent_index %d is older than the WAL snapshot at %d; etcd replaces the db by %s at boot", r.ConsistentIndex, r.SnapshotIndex, sdb)
 			} else {
 				d.add(SevError, "consistent-index", r.DBPath, -1,

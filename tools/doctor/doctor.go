@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/vfs"
 	"github.com/spf13/cobra"
 )
 
@@ -106,7 +107,9 @@ type Report struct {
 }
 
 // Config holds the command's dependencies.
-type Config struct{}
+type Config struct {
+	FS vfs.FS // the WAL and .snap files; default vfs.OS{}
+}
 
 // NewCommand returns `doctor`.
 func NewCommand() *cobra.Command { return New(Config{}) }
@@ -138,7 +141,7 @@ or I/O error.`,
 			if dirs.DataDir == "" {
 				return cli.Usage("--data-dir is required (the db and .snap files live there)")
 			}
-			rep, err := Diagnose(dirs, Options{Timeout: timeout, Replay: replay, Progress: cmd.ErrOrStderr()})
+			rep, err := Diagnose(dirs, Options{Timeout: timeout, Replay: replay, Progress: cmd.ErrOrStderr(), FS: cfg.FS})
 			if err != nil {
 				return err
 			}

@@ -332,7 +332,7 @@ func newKeys() *cobra.Command {
 				return exitFor(err)
 			}
 			defer s.Close()
-			if err := c.checkMeta(cmd, path, 0); err != nil {
+			if err := c.checkMeta(cmd, path); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()

@@ -229,11 +229,11 @@ func decodeMeta(k, v []byte) Decoded {
 	o := (&cli.Object{}).Set("key", string(k))
 	switch string(k) {
 	case mvcc.MetaConsistentIndex, mvcc.MetaTerm:
-		if len(v) != 8 {
-			d.Err = fmt.Errorf("%s is %d bytes, want an 8-byte uint64", k, len(v))
+		n, err := mvcc.DecodeMetaUint64(string(k), v)
+		if err != nil {
+			d.Err = err
 			return d
 		}
-		n := binary.BigEndian.Uint64(v)
 		d.Etcd = fmt.Sprintf("key=%q, value=%v", k, n)
 		d.Value = strconv.FormatUint(n, 10)
 		d.JSON = o.Set("value", n)

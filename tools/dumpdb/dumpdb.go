@@ -102,7 +102,7 @@ func (c *common) open(cmd *cobra.Command, path string) (*bolt.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.checkMeta(cmd, path, db.Info().PageSize); err != nil {
+	if err := c.checkMeta(cmd, path); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -111,8 +111,8 @@ func (c *common) open(cmd *cobra.Command, path string) (*bolt.DB, error) {
 
 // checkMeta prints the meta pages bbolt rejects in the db at path and
 // makes the command exit 1 after its output when there are any.
-func (c *common) checkMeta(cmd *cobra.Command, path string, pageSize int) error {
-	probs, err := MetaProblems(path, pageSize)
+func (c *common) checkMeta(cmd *cobra.Command, path string) error {
+	probs, err := MetaProblems(path)
 	if err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func OpenDBWithProgress(path string, timeout time.Duration, errw io.Writer) (*bo
 		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
 			// No valid meta page: damage (exit 1) named by offset, not
 			// an I/O error.
-			if probs, perr := MetaProblems(path, 0); perr == nil && len(probs) > 0 {
+			if probs, perr := MetaProblems(path); perr == nil && len(probs) > 0 {
 				return nil, pagesError(path, probs)
 			}
 		}
@@ -216,7 +216,7 @@ func OpenDBWithProgress(path string, timeout time.Duration, errw io.Writer) (*bo
 		prog = cli.NewProgress(errw, "checking pages", fi.Size())
 		defer prog.Done()
 	}
-	probs, err := CheckPages(path, db.Info().PageSize, prog.Update)
+	probs, err := CheckPages(path, prog.Update)
 	if err == nil && len(probs) > 0 {
 		err = pagesError(path, probs)
 	}

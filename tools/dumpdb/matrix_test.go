@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/tools/tooltest"
 )
@@ -61,14 +62,14 @@ func readTree(t *testing.T, b []byte) dbPages {
 		return binary.LittleEndian.Uint16(pg[8:]), binary.LittleEndian.Uint16(pg[10:]), pg
 	}
 	flags, count, pg := page(p.root)
-	if flags != leafPageFlag {
+	if flags != boltfile.LeafFlag {
 		t.Fatalf("root bucket page %d has flags %#x", p.root, flags)
 	}
 	for i := 0; i < int(count); i++ {
 		e := pg[16+16*i:]
 		pos, ks := int(le32(e[4:])), int(le32(e[8:]))
 		k := e[pos : pos+ks]
-		if string(k) == "key" && le32(e)&bucketLeafFlag != 0 {
+		if string(k) == "key" && le32(e)&boltfile.BucketLeafFlag != 0 {
 			p.keyRoot = le64(e[pos+ks:])
 		}
 	}
@@ -77,9 +78,9 @@ func readTree(t *testing.T, b []byte) dbPages {
 	}
 	flags, count, pg = page(p.keyRoot)
 	switch flags {
-	case leafPageFlag:
+	case boltfile.LeafFlag:
 		p.keyLeaves = []uint64{p.keyRoot}
-	case branchPageFlag:
+	case boltfile.BranchFlag:
 		p.keyBranch = true
 		for i := 0; i < int(count); i++ {
 			p.keyLeaves = append(p.keyLeaves, le64(pg[16+16*i+8:]))

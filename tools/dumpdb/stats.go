@@ -1,15 +1,13 @@
 package dumpdb
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
-	"hash/fnv"
 	"io"
 	"os"
 	"strconv"
 
 	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/spf13/cobra"
 	bolt "go.etcd.io/bbolt"
@@ -17,43 +15,27 @@ import (
 
 // ---- hash
 
-// DBHash is etcd's whole-db hash (FORMATS §4.12): CRC-32C over every bucket
-// name and its pairs in byte order; with excludeMeta (the Hash RPC and
-// etcd-dump-db hash) meta/term, meta/consistent_index and
+// DBHash is etcd's whole-db hash (mvcc.DBHash): with excludeMeta (the Hash
+// RPC and etcd-dump-db hash) meta/term, meta/consistent_index and
 // meta/storageVersion are left out; without (etcdutl snapshot status)
 // nothing is.
 func DBHash(db *bolt.DB, excludeMeta bool, progress ...func(done int64)) (uint32, error) {
-	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	var h uint32
 	var done int64
 	err := safe(func() error {
 		return db.View(func(tx *bolt.Tx) error {
-			c := tx.Cursor()
-			for name, _ := c.First(); name != nil; name, _ = c.Next() {
-				b := tx.Bucket(name)
-				if b == nil {
-					continue
+			var err error
+			h, err = mvcc.DBHash(tx, excludeMeta, func(_, k, v []byte) error {
+				done += int64(len(k) + len(v))
+				if len(progress) > 0 {
+					progress[0](done)
 				}
-				h.Write(name)
-				isMeta := string(name) == mvcc.BucketMeta
-				if err := b.ForEach(func(k, v []byte) error {
-					if excludeMeta && isMeta && (string(k) == mvcc.MetaTerm || string(k) == mvcc.MetaConsistentIndex || string(k) == mvcc.MetaStorageVersion) {
-						return nil
-					}
-					h.Write(k)
-					h.Write(v)
-					done += int64(len(k) + len(v))
-					if len(progress) > 0 {
-						progress[0](done)
-					}
-					return nil
-				}); err != nil {
-					return err
-				}
-			}
-			return nil
+				return nil
+			})
+			return err
 		})
 	})
-	return h.Sum32(), err
+	return h, err
 }
 
 func newHash() *cobra.Command {
@@ -119,38 +101,6 @@ type Stats struct {
 	Buckets       []BucketInfo
 }
 
-// metaInfo reads bbolt's two meta pages (FORMATS §7.2: page header 16
-// bytes, then magic, version, pageSize, flags, root{pgid, seq}, freelist,
-// pgid, txid, checksum) and returns the fields of the valid one with the
-// highest txid.
-func metaInfo(path string, pageSize int) (freelist, pgid, txid uint64, ok bool) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	defer f.Close()
-	for i := 0; i < 2; i++ {
-		b := make([]byte, 16+64)
-		if _, err := f.ReadAt(b, int64(i*pageSize)); err != nil {
-			continue
-		}
-		m := b[16:]
-		if binary.LittleEndian.Uint32(m[0:]) != 0xED0CDAED {
-			continue
-		}
-		h := fnv.New64a()
-		h.Write(m[:56])
-		if h.Sum64() != binary.LittleEndian.Uint64(m[56:]) {
-			continue
-		}
-		t := binary.LittleEndian.Uint64(m[48:])
-		if !ok || t > txid {
-			freelist, pgid, txid, ok = binary.LittleEndian.Uint64(m[32:]), binary.LittleEndian.Uint64(m[40:]), t, true
-		}
-	}
-	return freelist, pgid, txid, ok
-}
-
 // DBStats computes the page statistics of db (at path).
 func DBStats(db *bolt.DB, path string) (*Stats, error) {
 	s := &Stats{FileSize: fileSize(path), PageSize: db.Info().PageSize, MetaPages: 2}
@@ -170,17 +120,16 @@ func DBStats(db *bolt.DB, path string) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fl, _, txid, ok := metaInfo(path, s.PageSize); ok {
-		s.TxID = txid
-		if fl != ^uint64(0) && int64(fl) < s.HighWater {
-			hdr := make([]byte, 16)
-			if f, err := os.Open(path); err == nil {
-				if _, err := f.ReadAt(hdr, int64(fl)*int64(s.PageSize)); err == nil {
-					s.FreelistPages = 1 + int64(binary.LittleEndian.Uint32(hdr[12:]))
+	if f, err := os.Open(path); err == nil {
+		if m, ok, _ := boltfile.ReadMeta(f, s.FileSize); ok {
+			s.TxID = m.TxID
+			if m.Freelist != boltfile.NoFreelist && int64(m.Freelist) < s.HighWater {
+				if h, err := boltfile.ReadHeader(f, s.PageSize, m.Freelist); err == nil {
+					s.FreelistPages = 1 + int64(h.Overflow)
 				}
-				f.Close()
 			}
 		}
+		f.Close()
 	}
 	s.FreePages = max(0, s.HighWater-s.MetaPages-s.FreelistPages-s.TreePages)
 	s.TailPages = max(0, s.FileSize/int64(s.PageSize)-s.HighWater)

@@ -2,11 +2,11 @@ package dumplogs
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/tools/cli"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3/raftpb"
@@ -130,7 +130,7 @@ func decodeEntryInto(e *raftpb.Entry, maxValue int, mode fieldMode, text []byte)
 		if v2 := unknownField(irr.ProtoReflect().GetUnknown(), 2); v2 != nil {
 			// v3.5 wraps v2 requests in InternalRaftRequest.v2 (field 2,
 			// no longer in the v3.7 API module).
-			if r, err := parseV2(v2); err == nil {
+			if r, err := engine.DecodeV2Request(v2); err == nil {
 				d.Category, d.Op = catRequest, "v2"
 				renderV2(d, r)
 				return d
@@ -138,7 +138,7 @@ func decodeEntryInto(e *raftpb.Entry, maxValue int, mode fieldMode, text []byte)
 			// Field 2 is not a message: with the v3.5 schema this would
 			// not parse as an InternalRaftRequest, so etcd reads it as a
 			// bare v2 Request (its Method is field 2).
-			if r, err := parseV2(e.Data); err == nil {
+			if r, err := engine.DecodeV2Request(e.Data); err == nil {
 				d.Category, d.Op = catRequest, "v2"
 				renderV2(d, r)
 				return d
@@ -156,7 +156,7 @@ func decodeEntryInto(e *raftpb.Entry, maxValue int, mode fieldMode, text []byte)
 		}
 		return d
 	}
-	if r, err := parseV2(e.Data); err == nil {
+	if r, err := engine.DecodeV2Request(e.Data); err == nil {
 		d.Category, d.Op = catRequest, "v2"
 		renderV2(d, r)
 		return d
@@ -510,98 +510,7 @@ func renderTxn(f *fields, t *pb.TxnRequest, writes []write) []write {
 	return writes
 }
 
-// v2Request is etcd's v2 etcdserverpb.Request (proto2), which the v3.7 API
-// module no longer has; FORMATS.md §5.4.
-type v2Request struct {
-	ID                                         uint64
-	Method, Path, Val, PrevValue               string
-	Dir, PrevExist, Wait, Recursive, Sorted    bool
-	Quorum, Stream, Refresh, hasPE, hasRefresh bool
-	PrevIndex, Since                           uint64
-	Expiration, Time                           int64
-}
-
-var errV2 = errors.New("not a v2 request")
-
-// parseV2 decodes a v2 Request strictly: every field must have the wire
-// type of its declaration, and Method must be present.
-func parseV2(b []byte) (*v2Request, error) {
-	r := &v2Request{}
-	hasMethod := false
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, errV2
-		}
-		b = b[n:]
-		switch num {
-		case 2, 3, 4, 6:
-			if typ != protowire.BytesType {
-				return nil, errV2
-			}
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, errV2
-			}
-			b = b[n:]
-			switch num {
-			case 2:
-				r.Method, hasMethod = string(v), true
-			case 3:
-				r.Path = string(v)
-			case 4:
-				r.Val = string(v)
-			case 6:
-				r.PrevValue = string(v)
-			}
-		case 1, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17:
-			if typ != protowire.VarintType {
-				return nil, errV2
-			}
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return nil, errV2
-			}
-			b = b[n:]
-			switch num {
-			case 1:
-				r.ID = v
-			case 5:
-				r.Dir = v != 0
-			case 7:
-				r.PrevIndex = v
-			case 8:
-				r.PrevExist, r.hasPE = v != 0, true
-			case 9:
-				r.Expiration = int64(v)
-			case 10:
-				r.Wait = v != 0
-			case 11:
-				r.Since = v
-			case 12:
-				r.Recursive = v != 0
-			case 13:
-				r.Sorted = v != 0
-			case 14:
-				r.Quorum = v != 0
-			case 15:
-				r.Time = int64(v)
-			case 16:
-				r.Stream = v != 0
-			case 17:
-				r.Refresh, r.hasRefresh = v != 0, true
-			}
-		default:
-			return nil, errV2
-		}
-	}
-	if !hasMethod {
-		return nil, errV2
-	}
-	return r, nil
-}
-
-func renderV2(d *decoded, r *v2Request) {
+func renderV2(d *decoded, r *engine.V2Request) {
 	f := d.Fields
 	f.str("method", r.Method)
 	// etcd-dump-logs' own layout for v2 requests (printRequest).
@@ -630,7 +539,7 @@ func renderV2(d *decoded, r *v2Request) {
 	if r.PrevIndex != 0 {
 		f.unum("prev_index", r.PrevIndex)
 	}
-	if r.hasPE {
+	if r.HasPrevExist {
 		f.add("prev_exist", strconv.FormatBool(r.PrevExist), r.PrevExist)
 	}
 	if r.Expiration != 0 {

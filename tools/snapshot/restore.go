@@ -74,6 +74,7 @@ that restore and start it, and writes nothing.`,
 				f.o.SnapshotPath = args[0]
 			}
 			f.dataDirGiven = cmd.Flags().Changed("data-dir")
+			f.o.FS = cfg.FS
 			return runRestore(cmd.OutOrStdout(), &f)
 		},
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -91,7 +90,7 @@ use --endpoints.`,
 					ctx, cancel = context.WithTimeout(ctx, cmdTimeout)
 					defer cancel()
 				}
-				res, err = SaveFromEndpointTLS(ctx, endpoints, args[0], dialTimeout, to)
+				res, err = SaveFromEndpointFS(ctx, cfg.FS, endpoints, args[0], dialTimeout, to)
 			default:
 				res, err = SaveFromDataDir(cfg.FS, dataDir, walDir, args[0], lockTimeout)
 			}
@@ -139,7 +138,7 @@ func SaveFromDataDir(fsys vfs.FS, dataDir, walDir, dst string, lockTimeout time.
 	if walDir == "" {
 		walDir = filepath.Join(dataDir, "member", "wal")
 	}
-	if _, err := os.Stat(dbPath); err != nil {
+	if _, err := fsys.Stat(dbPath); err != nil {
 		return nil, cli.Usage("snapshot save: %v", err)
 	}
 	b, err := mvcc.OpenBackend(dbPath, mvcc.BackendOptions{ReadOnly: true, Timeout: lockTimeout})
@@ -155,12 +154,11 @@ func SaveFromDataDir(fsys vfs.FS, dataDir, walDir, dst string, lockTimeout time.
 	var ci uint64
 	go func() {
 		err := b.DB().View(func(tx *bolt.Tx) error {
-			if m := tx.Bucket([]byte(mvcc.BucketMeta)); m != nil {
-				if v := m.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
-					ci = binary.BigEndian.Uint64(v)
-				}
+			var err error
+			if ci, _, err = mvcc.ReadConsistentIndex(tx); err != nil {
+				return fmt.Errorf("%s: %w", dbPath, err)
 			}
-			_, err := tx.WriteTo(pw)
+			_, err = tx.WriteTo(pw)
 			return err
 		})
 		pw.CloseWithError(err)
@@ -173,17 +171,17 @@ func SaveFromDataDir(fsys vfs.FS, dataDir, walDir, dst string, lockTimeout time.
 	if err := snap.Verify(fsys, dst); err != nil {
 		return nil, fmt.Errorf("snapshot save: verify %s: %w", dst, err)
 	}
-	return &SaveResult{Path: dst, Size: n, Took: time.Since(start), ConsistentIndex: ci, WALCommit: walCommit(walDir)}, nil
+	return &SaveResult{Path: dst, Size: n, Took: time.Since(start), ConsistentIndex: ci, WALCommit: walCommit(fsys, walDir)}, nil
 }
 
 // walCommit returns the commit index of the last HardState in the WAL, 0
 // if it cannot be read.
-func walCommit(dir string) uint64 {
-	valid, err := wal.ValidSnapshotEntries(dir, wal.Options{})
+func walCommit(fsys vfs.FS, dir string) uint64 {
+	valid, err := wal.ValidSnapshotEntries(dir, wal.Options{FS: fsys})
 	if err != nil || len(valid) == 0 {
 		return 0
 	}
-	w, err := wal.OpenForRead(dir, valid[len(valid)-1], wal.Options{})
+	w, err := wal.OpenForRead(dir, valid[len(valid)-1], wal.Options{FS: fsys})
 	if err != nil {
 		return 0
 	}
@@ -260,6 +258,11 @@ func SaveFromEndpoint(ctx context.Context, endpoint, dst string, dialTimeout tim
 // SaveFromEndpointTLS is SaveFromEndpoint with transport security: TLS is
 // used for https:// endpoints and whenever a TLS option is given.
 func SaveFromEndpointTLS(ctx context.Context, endpoint, dst string, dialTimeout time.Duration, to TLSOptions) (res *SaveResult, err error) {
+	return SaveFromEndpointFS(ctx, vfs.OS{}, endpoint, dst, dialTimeout, to)
+}
+
+// SaveFromEndpointFS is SaveFromEndpointTLS writing dst in fsys.
+func SaveFromEndpointFS(ctx context.Context, fsys vfs.FS, endpoint, dst string, dialTimeout time.Duration, to TLSOptions) (res *SaveResult, err error) {
 	start := time.Now()
 	target, secure, err := endpointTarget(endpoint)
 	if err != nil {
@@ -304,14 +307,14 @@ func SaveFromEndpointTLS(ctx context.Context, endpoint, dst string, dialTimeout 
 		return nil, fmt.Errorf("snapshot save: %s: %w", endpoint, err)
 	}
 	part := dst + ".part"
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := fsys.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot save: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(part)
+			fsys.Remove(part)
 		}
 	}()
 	var size int64
@@ -342,10 +345,10 @@ func SaveFromEndpointTLS(ctx context.Context, endpoint, dst string, dialTimeout 
 	if err = f.Close(); err != nil {
 		return nil, fmt.Errorf("snapshot save: %w", err)
 	}
-	if err = os.Rename(part, dst); err != nil {
+	if err = fsys.Rename(part, dst); err != nil {
 		return nil, fmt.Errorf("snapshot save: %w", err)
 	}
-	if err = (vfs.OS{}).SyncDir(filepath.Dir(dst)); err != nil {
+	if err = fsys.SyncDir(filepath.Dir(dst)); err != nil {
 		return nil, fmt.Errorf("snapshot save: %w", err)
 	}
 	return &SaveResult{Path: dst, Size: size, ServerVersion: version, Took: time.Since(start)}, nil
@@ -353,7 +356,7 @@ func SaveFromEndpointTLS(ctx context.Context, endpoint, dst string, dialTimeout 
 
 // checkTrailer verifies that the streamed file ends with the sha256 of
 // what precedes it (etcd's server appends it).
-func checkTrailer(f *os.File, path string, size int64) error {
+func checkTrailer(f vfs.File, path string, size int64) error {
 	if !snap.HasTrailer(size) {
 		return fmt.Errorf("snapshot save: %s: %d bytes received, which cannot end with a sha256 trailer (size %% 512 != 32): the stream was cut short", path, size)
 	}

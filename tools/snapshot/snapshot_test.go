@@ -22,6 +22,7 @@ import (
 	"github.com/etckit/etckit/internal/fixture"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/tools/cli"
+	"github.com/etckit/etckit/tools/dumpdb"
 	"github.com/etckit/etckit/tools/tooltest"
 	"github.com/etckit/etckit/vfs"
 	bolt "go.etcd.io/bbolt"
@@ -458,5 +459,48 @@ func TestSaveEndpointAuth(t *testing.T) {
 	}
 	if r := run(t, "save", filepath.Join(dir, "c.db"), "--endpoints", addr, "--user", "root:wrong"); r.Code == 0 || !strings.Contains(r.Err.Error(), "authentication failed") {
 		t.Errorf("wrong password: %v", r.Err)
+	}
+}
+
+// TestStatusAgreesWithDoctor: snapshot status and doctor (dump-db's page
+// check) read a db with the same walker, so they name the same first
+// damage on every page whose header id is flipped.
+func TestStatusAgreesWithDoctor(t *testing.T) {
+	orig, err := os.ReadFile(snapshotFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	damaged := 0
+	for off := 2 * 4096; off+4096 <= len(orig); off += 4096 {
+		b := append([]byte(nil), orig...)
+		b[off] ^= 0x40
+		p := filepath.Join(dir, fmt.Sprintf("p%d.db", off/4096))
+		os.WriteFile(p, b, 0o600)
+		st, err := ReadStatus(vfs.OS{}, p, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		probs, err := dumpdb.CheckPages(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fromStatus string
+		for _, s := range st.Problems {
+			if strings.HasPrefix(s, "damaged bbolt image: ") {
+				fromStatus = strings.TrimPrefix(s, "damaged bbolt image: ")
+			}
+		}
+		fromDoctor := ""
+		if len(probs) > 0 {
+			fromDoctor = probs[0].Err(p).Error()
+			damaged++
+		}
+		if fromStatus != fromDoctor {
+			t.Errorf("page %d: status says %q, doctor %q", off/4096, fromStatus, fromDoctor)
+		}
+	}
+	if damaged == 0 {
+		t.Fatal("no flipped header was found by either")
 	}
 }

@@ -1,19 +1,16 @@
 package snapshot
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/mvcc"
+	"github.com/etckit/etckit/mvcc/boltfile"
 	"github.com/etckit/etckit/snap"
 	"github.com/etckit/etckit/tools/cli"
 	"github.com/etckit/etckit/vfs"
@@ -90,11 +87,9 @@ Exit status: 0 intact, 1 damaged, 2 usage or I/O error.`,
 // Fields is etcdutl's -w fields format: `"Name" : value` lines.
 const Fields cli.Format = "fields"
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // ReadStatus inspects the snapshot or db file at path without changing it.
 func ReadStatus(fsys vfs.FS, path string, lockTimeout time.Duration) (*Status, error) {
-	f, err := os.Open(path)
+	f, err := fsys.Open(path)
 	if err != nil {
 		return nil, cli.Usage("snapshot status: %v", err)
 	}
@@ -120,7 +115,7 @@ func ReadStatus(fsys vfs.FS, path string, lockTimeout time.Duration) (*Status, e
 		st.Trailer = "absent"
 		st.TrailerDetail = "no sha256 trailer (size is not 512k+32): a db copied from a data dir; restore needs --skip-hash-check"
 	}
-	if cerr := engine.CheckDBPages(f, image, path); cerr != nil {
+	if cerr := boltfile.Check(f, image, boltfile.Options{Limit: 1}).First(path); cerr != nil {
 		// bbolt would crash or misread on this file: stop here.
 		st.Problems = append(st.Problems, "damaged bbolt image: "+cerr.Error())
 		return st, nil
@@ -152,42 +147,31 @@ func (st *Status) scan(tx *bolt.Tx) error {
 		return nil
 	}
 	st.TotalSize = tx.Size()
-	h := crc32.New(castagnoli)
 	live := map[string]bool{}
-	c := tx.Cursor()
-	for name, _ := c.First(); name != nil; name, _ = c.Next() {
-		b := tx.Bucket(name)
-		if b == nil {
-			return fmt.Errorf("snapshot status: %s: nil bucket %q", st.Path, name)
-		}
-		h.Write(name)
-		isKey := string(name) == mvcc.BucketKey
-		if err := b.ForEach(func(k, v []byte) error {
-			h.Write(k)
-			h.Write(v)
-			if !isKey {
-				return nil
-			}
-			r, tomb, err := mvcc.ParseRevKey(k)
-			if err != nil {
-				return fmt.Errorf("snapshot status: %s: key bucket: %x is not a revision: %w", st.Path, k, err)
-			}
-			st.Revision = r.Main
-			st.KeyRevisions++
-			kv, err := mvcc.DecodeKeyValue(v)
-			if err != nil {
-				return fmt.Errorf("snapshot status: %s: key bucket revision %d_%d: %w", st.Path, r.Main, r.Sub, err)
-			}
-			if tomb {
-				st.Tombstones++
-			}
-			live[string(kv.Key)] = !tomb
+	var err error
+	st.Hash, err = mvcc.DBHash(tx, false, func(bucket, k, v []byte) error {
+		if string(bucket) != mvcc.BucketKey {
 			return nil
-		}); err != nil {
-			return err
 		}
+		r, tomb, err := mvcc.ParseRevKey(k)
+		if err != nil {
+			return fmt.Errorf("snapshot status: %s: key bucket: %x is not a revision: %w", st.Path, k, err)
+		}
+		st.Revision = r.Main
+		st.KeyRevisions++
+		kv, err := mvcc.DecodeKeyValue(v)
+		if err != nil {
+			return fmt.Errorf("snapshot status: %s: key bucket revision %d_%d: %w", st.Path, r.Main, r.Sub, err)
+		}
+		if tomb {
+			st.Tombstones++
+		}
+		live[string(kv.Key)] = !tomb
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	st.Hash = h.Sum32()
 	st.DistinctKeys = len(live)
 	for _, ok := range live {
 		if ok {
@@ -206,12 +190,9 @@ func (st *Status) scan(tx *bolt.Tx) error {
 				}
 			}
 		}
-		if v := m.Get([]byte(mvcc.MetaConsistentIndex)); len(v) == 8 {
-			st.ConsistentIndex = binary.BigEndian.Uint64(v)
-		}
-		if v := m.Get([]byte(mvcc.MetaTerm)); len(v) == 8 {
-			st.Term = binary.BigEndian.Uint64(v)
-		}
+	}
+	if st.ConsistentIndex, st.Term, err = mvcc.ReadConsistentIndex(tx); err != nil {
+		st.Problems = append(st.Problems, fmt.Sprintf("%s: %v", st.Path, err))
 	}
 	return nil
 }

@@ -60,9 +60,7 @@
 package walverify
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -72,7 +70,6 @@ import (
 	"github.com/etckit/etckit/vfs"
 	"github.com/etckit/etckit/wal"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -404,7 +401,7 @@ func (v *verifier) scan() error {
 			r.Damage = &Damage{Segment: pos.Segment, Path: c.Path, Offset: c.Offset, Kind: c.Kind, Reason: c.Reason,
 				LastSegment: pos.Segment == r.Segments[len(r.Segments)-1], LastGoodIndex: last}
 		}
-		if after, commit, err := probeAfterCommit(v.fsys, c.Path, c.Offset); err == nil && after > 0 {
+		if after, commit, err := wal.ProbeAfter(v.fsys, c.Path, c.Offset); err == nil && after > 0 {
 			if r.Damage.Offset == c.Offset {
 				r.Damage.ValidAfter += after
 				r.Damage.CommitAfter = max(r.Damage.CommitAfter, commit)
@@ -434,152 +431,11 @@ func (v *verifier) scan() error {
 	return nil
 }
 
-// probeAfter looks at the bytes after the frame at off in the segment at
-// path and counts the frames that follow it and decode as walpb.Record with
-// a known type. A frame whose length does not fit in the file ends the
-// probe (nothing can follow a frame that runs past the end).
+// probeAfter counts the frames after the frame at off that decode as
+// records (wal.ProbeAfter).
 func probeAfter(fsys vfs.FS, path string, off int64) (int, error) {
-	n, _, err := probeAfterCommit(fsys, path, off)
+	n, _, err := wal.ProbeAfter(fsys, path, off)
 	return n, err
-}
-
-// probeAfterCommit is probeAfter also returning the highest commit of the
-// HardStates among the frames found (unverified, like the records a scan
-// reads past a CRC failure), so that a torn-looking frame followed by
-// committed entries is reported as a loss of committed entries.
-func probeAfterCommit(fsys vfs.FS, path string, off int64) (n int, commit uint64, err error) {
-	f, err := fsys.Open(path)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, 0, err
-	}
-	size := fi.Size()
-	const maxProbe = 64 << 20
-	first := true
-	var hdr [8]byte
-	for off+8 <= size {
-		if _, err := f.ReadAt(hdr[:], off); err != nil {
-			return n, commit, nil
-		}
-		w := leUint64(hdr[:])
-		if w == 0 {
-			// Zeros; look a little further for a frame written past a
-			// torn sector: skip to the next 8-byte word.
-			if first {
-				return n, commit, nil
-			}
-			off += 8
-			continue
-		}
-		ln := int64(w & 0x00ffffffffffffff)
-		pad := int64(0)
-		if w&(1<<63) != 0 {
-			pad = int64((w >> 56) & 0x7)
-		}
-		if ln > size-off-8-pad || ln > maxProbe {
-			if first {
-				return n, commit, nil
-			}
-			off += 8
-			continue
-		}
-		if !first {
-			buf := make([]byte, ln)
-			if _, err := f.ReadAt(buf, off+8); err != nil && !errors.Is(err, io.EOF) {
-				return n, commit, nil
-			}
-			if looksLikeRecord(buf) {
-				n++
-				if c, ok := stateCommit(buf); ok {
-					commit = max(commit, c)
-				}
-			} else {
-				off += 8
-				continue
-			}
-		}
-		first = false
-		off += 8 + ln + pad
-	}
-	return n, commit, nil
-}
-
-func leUint64(b []byte) uint64 {
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-}
-
-// stateCommit returns the commit of an encoded walpb.Record holding a
-// HardState.
-func stateCommit(b []byte) (uint64, bool) {
-	var typ uint64
-	var data []byte
-	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, false
-		}
-		b = b[n:]
-		n = protowire.ConsumeFieldValue(num, wt, b)
-		if n < 0 {
-			return 0, false
-		}
-		switch {
-		case num == 1 && wt == protowire.VarintType:
-			typ, _ = protowire.ConsumeVarint(b)
-		case num == 3 && wt == protowire.BytesType:
-			data, _ = protowire.ConsumeBytes(b)
-		}
-		b = b[n:]
-	}
-	if wal.RecordType(typ) != wal.StateType || data == nil {
-		return 0, false
-	}
-	st, err := wal.UnmarshalHardState(data)
-	if err != nil {
-		return 0, false
-	}
-	return st.GetCommit(), true
-}
-
-// looksLikeRecord reports whether b parses as walpb.Record{type 1..5, crc}.
-func looksLikeRecord(b []byte) bool {
-	var typ uint64
-	hasType, hasCRC := false, false
-	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		switch {
-		case num == 1 && wt == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return false
-			}
-			typ, hasType, b = v, true, b[n:]
-		case num == 2 && wt == protowire.VarintType:
-			_, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return false
-			}
-			hasCRC, b = true, b[n:]
-		case num == 3 && wt == protowire.BytesType:
-			_, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return false
-			}
-			b = b[n:]
-		default:
-			return false
-		}
-	}
-	return hasType && hasCRC && wal.RecordType(typ).Valid()
 }
 
 func (v *verifier) checkSnapshots() {

@@ -1,7 +1,7 @@
 //go:build !linux
 
-package cli
+package vfs
 
 // LockHolders names the processes holding a lock on path; only Linux is
 // supported, elsewhere it returns nil.
-func LockHolders(path string) []string { return nil }
+func LockHolders(path string) []LockHolder { return nil }
