@@ -74,6 +74,10 @@ Test(Defragment|HashKV|Status)With(No|Invalid|Root|User)Auth[A-Za-z]*/$cases" co
     CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
       CONFORMANCE_RUN='^(TestCurlV3CampaignNoTLS|TestCurlV3ProclaimMissiongLeaderKeyNoTLS|TestCurlV3ResignMissiongLeaderKeyNoTLS|TestCurlV3ElectionLeader|TestCurlV3LockOperations|TestCurlV3Maintenance.*|TestCurlV3CipherSuitesValid|TestCurlV3Version)$' \
       conformance/run.sh
+    echo "== etcd's own test suite: tests/e2e's metrics tests (/metrics values, learner gauge, every family etcd lists)"
+    CONFORMANCE_PKGS=go.etcd.io/etcd/tests/v3/e2e \
+      CONFORMANCE_RUN='^(TestV3MetricsSecure|TestV3MetricsInsecure|TestV3LearnerMetricRecover|TestV3LearnerMetricApplyFromSnapshotTest|TestNoMetricsMissing)$' \
+      conformance/run.sh
   fi
 fi
 

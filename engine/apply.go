@@ -7,6 +7,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
@@ -121,6 +122,10 @@ func (e *Engine) applyNormal(ent *raftpb.Entry, done func(Result)) error {
 	}
 	if idx <= e.ci {
 		return nil
+	}
+	if e.opts.OnApply != nil {
+		start := time.Now()
+		defer func() { e.opts.OnApply(&r, res.Resp, time.Since(start), res.Err != nil) }()
 	}
 	if c := r.GetCompaction(); c != nil {
 		// Compact persists its schedule and commits by itself; replaying it

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/corrupt"
@@ -104,6 +105,14 @@ type Options struct {
 	// Auth configures the auth store (tokens, bcrypt cost).
 	Auth   auth.Options
 	Logger *slog.Logger
+	// OnApply, when set, is called after each applied request with its
+	// response, its time and whether it failed (the server's metrics).
+	OnApply func(r *pb.InternalRaftRequest, resp proto.Message, took time.Duration, failed bool)
+	// OnSnapSave, when set, is told how long each .snap file took to
+	// write (encode, write, fsync, rename).
+	OnSnapSave func(time.Duration)
+	// OnWALSync is the WAL's sync observer (wal.Options.OnSync).
+	OnWALSync func(n int64, write, fsync time.Duration, synced bool)
 }
 
 // Join is what a joining member learned from the cluster's /members.
@@ -258,7 +267,7 @@ func (e *Engine) removeTempFiles() error {
 }
 
 func (e *Engine) walOptions() wal.Options {
-	return wal.Options{FS: e.fs, NoSync: e.opts.NoSync, SegmentSize: e.opts.WALSegmentSize}
+	return wal.Options{FS: e.fs, NoSync: e.opts.NoSync, SegmentSize: e.opts.WALSegmentSize, OnSync: e.opts.OnWALSync}
 }
 
 // bootstrap creates a new member of a new cluster: the WAL with its
@@ -801,13 +810,25 @@ func (e *Engine) ConfState() *raftpb.ConfState {
 	return proto.Clone(e.confState).(*raftpb.ConfState)
 }
 
+// saveSnap writes a .snap file, timed for Options.OnSnapSave.
+func (e *Engine) saveSnap(s *raftpb.Snapshot) error {
+	start := time.Now()
+	if _, err := snap.Save(e.fs, e.snapDir, s); err != nil {
+		return err
+	}
+	if e.opts.OnSnapSave != nil {
+		e.opts.OnSnapSave(time.Since(start))
+	}
+	return nil
+}
+
 // SaveReady persists what a raft Ready asks to persist, in etcd's order: a
 // snapshot first (.snap file, then its WAL record), then the entries and
 // HardState (the WAL syncs when raft requires it), then the in-memory log.
 func (e *Engine) SaveReady(hs *raftpb.HardState, ents []*raftpb.Entry, snapshot *raftpb.Snapshot) error {
 	hasSnap := snapshot != nil && !raft.IsEmptySnap(snapshot)
 	if hasSnap {
-		if _, err := snap.Save(e.fs, e.snapDir, snapshot); err != nil {
+		if err := e.saveSnap(snapshot); err != nil {
 			return err
 		}
 		md := snapshot.GetMetadata()

@@ -45,7 +45,7 @@ func (e *Engine) Snapshot() error {
 	if err != nil {
 		return fmt.Errorf("engine: create raft snapshot at %d: %w", index, err)
 	}
-	if _, err := snap.Save(e.fs, e.snapDir, s); err != nil {
+	if err := e.saveSnap(s); err != nil {
 		return err
 	}
 	md := s.GetMetadata()

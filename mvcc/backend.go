@@ -63,6 +63,15 @@ type BackendOptions struct {
 	InitialMmapSize int64
 	// NoSync skips fsync on commit (tests and benchmarks only).
 	NoSync bool
+	// OnCommit, when set, is told of each commit of a batch to bbolt (the
+	// server's metrics; mvcc knows no metrics library).
+	OnCommit func(CommitStats)
+}
+
+// CommitStats is one commit's time, with bbolt's rebalance, spill and
+// write (fsync included) phases.
+type CommitStats struct {
+	Total, Rebalance, Spill, Write time.Duration
 }
 
 func (o BackendOptions) withDefaults() BackendOptions {
@@ -361,6 +370,11 @@ func (b *Backend) commit(force bool) error {
 		b.txMu.Unlock()
 	}
 
+	var start time.Time
+	var before bolt.TxStats
+	if b.opts.OnCommit != nil {
+		start, before = time.Now(), b.db.Stats().TxStats
+	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		var cur string
 		var bk *bolt.Bucket
@@ -395,6 +409,13 @@ func (b *Backend) commit(force bool) error {
 		return nil
 	})
 	b.commits.Add(1)
+	if b.opts.OnCommit != nil && err == nil {
+		after := b.db.Stats().TxStats
+		b.opts.OnCommit(CommitStats{Total: time.Since(start),
+			Rebalance: after.GetRebalanceTime() - before.GetRebalanceTime(),
+			Spill:     after.GetSpillTime() - before.GetSpillTime(),
+			Write:     after.GetWriteTime() - before.GetWriteTime()})
+	}
 	if !remap {
 		b.txMu.Lock()
 	}

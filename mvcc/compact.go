@@ -347,6 +347,8 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 	default:
 	}
 	h := newKVHasher(prev, rev, keep)
+	var stats CompactStats
+	start := time.Now()
 	end := binary.BigEndian.AppendUint64(nil, uint64(rev+1))
 	limit := s.opts.CompactionBatchLimit
 	var from []byte // resume after this key
@@ -391,6 +393,8 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 			return err
 		}
 		last := n < limit
+		stats.Keys += len(dels)
+		wstart := time.Now()
 		err = s.b.Write(func(w *WriteTx) error {
 			for _, d := range dels {
 				w.Delete([]byte(BucketKey), d)
@@ -403,6 +407,7 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 		if err == nil && last {
 			err = s.b.ForceCommit()
 		}
+		stats.Pauses = append(stats.Pauses, time.Since(wstart))
 		if err != nil {
 			return err
 		}
@@ -416,6 +421,10 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 				return ErrClosed
 			}
 		}
+	}
+	if s.opts.OnCompact != nil {
+		stats.Total = time.Since(start)
+		s.opts.OnCompact(stats)
 	}
 	if storeHash {
 		s.mu.Lock()

@@ -273,6 +273,9 @@ func (t *txn) put(key, value []byte, leaseID int64) error {
 	r := Revision{Main: rev, Sub: int64(t.changes)}
 	val := appendKeyValue(make([]byte, 0, keyValueSize(key, c, rev, ver, value, leaseID)), key, c, rev, ver, value, leaseID)
 	t.w.putRev(r, false, val)
+	if ki == nil || !ki.live() {
+		s.live++ // a key that did not exist now does (Stats)
+	}
 	if ki == nil {
 		ki = s.idx.insert(keyIndex{key: string(key)})
 	} else if ki.empty() {
@@ -320,6 +323,7 @@ func (t *txn) delete(ki *keyIndex) {
 	kb := []byte(ki.key)
 	t.w.putRev(r, true, appendKeyValue(make([]byte, 0, keyValueSize(kb, 0, 0, 0, nil, 0)), kb, 0, 0, 0, nil, 0))
 	ki.tombstone(r)
+	s.live--
 	t.changes++
 	if s.hub.active() {
 		t.events = append(t.events, &mvccpb.Event{Type: mvccpb.Event_DELETE, Kv: &mvccpb.KeyValue{Key: kb, ModRevision: r.Main}})

@@ -36,6 +36,18 @@ type Options struct {
 	// LeaseCheckpointInterval (default DefaultLeaseCheckpointInterval,
 	// 5 minutes; etcd 3.6 and 3.7 have no flag for it).
 	LeaseCheckpointInterval time.Duration
+	// OnCompact, when set, is told of each finished physical compaction
+	// (the server's metrics; mvcc knows no metrics library).
+	OnCompact func(CompactStats)
+}
+
+// CompactStats is one physical compaction: the revisions deleted, the
+// time each batch held the writers (its write and, for the last, the
+// commit), and the whole time, pauses between batches included.
+type CompactStats struct {
+	Keys   int
+	Pauses []time.Duration
+	Total  time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -67,6 +79,7 @@ type Store struct {
 	idx        indexTree
 	currentRev int64
 	compactRev int64 // -1 if never compacted
+	live       int64 // keys that exist at currentRev (Stats)
 	hashes     []KeyValueHash
 	lessor     *Lessor
 	hub        *watchHub
@@ -223,6 +236,13 @@ func (s *Store) restore() (int64, error) {
 		}
 	}
 	s.currentRev = cur
+	s.live = 0
+	s.idx.ascend("", func(ki *keyIndex) bool {
+		if ki.live() {
+			s.live++
+		}
+		return true
+	})
 	if s.currentRev < s.compactRev {
 		s.currentRev = s.compactRev
 	}

@@ -37,6 +37,7 @@ type flags struct {
 	strictReconfigCheck                             bool
 	maxLearners                                     int
 	featureGates                                    featureGates
+	metrics                                         string
 	expLeaseCheckpoint, expLeaseCheckpointPersist   bool
 	downgradeCheckTime, expDowngradeCheckTime       time.Duration
 	version                                         bool
@@ -152,6 +153,7 @@ With no flags it starts one member named "default" with its data in
 
 	fs.StringVar(&f.listenClientHTTPURLs, "listen-client-http-urls", "", "List of URLs to listen on for http only client traffic. Enabling this flag removes http services from --listen-client-urls.")
 	fs.StringVar(&f.listenMetricsURLs, "listen-metrics-urls", "", "List of URLs to listen on for the metrics and health endpoints.")
+	fs.StringVar(&f.metrics, "metrics", "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics")
 	fs.StringVar(&f.certFile, "cert-file", "", "Path to the client server TLS cert file.")
 	fs.StringVar(&f.keyFile, "key-file", "", "Path to the client server TLS key file.")
 	fs.StringVar(&f.clientCertFile, "client-cert-file", "", "Path to an explicit peer client TLS cert file otherwise cert file will be used when client auth is required.")
@@ -344,6 +346,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		BootstrapDefragThresholdMegabytes: f.compat.bootstrapDefragThresholdMB,
 		WarningUnaryRequestDuration:       f.compat.warningUnaryRequestDuration,
 		SetMemberLocalAddr:                f.featureGates.Enabled("SetMemberLocalAddr"),
+		Metrics:                           f.metrics,
 	}, nil
 }
 

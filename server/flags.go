@@ -37,7 +37,6 @@ var noEffectFlags = map[string]string{
 	"enable-log-rotation":                "no log rotation; logs go to --log-outputs",
 	"log-rotation-config-json":           "no log rotation; logs go to --log-outputs",
 	"memory-mlock":                       "etckit does not mlock its pages",
-	"metrics":                            "no extra gRPC server histograms ('extensive')",
 	"warning-apply-duration":             "no slow-apply warnings",
 	"v2-deprecation":                     "etcd 3.7 ignores it too and enforces the default; etckit has no v2 store",
 	"discovery-fallback":                 "no discovery (see --discovery-endpoints); 'proxy' is refused as etcd refuses it",
@@ -196,7 +195,6 @@ func addCompatFlags(fs *pflag.FlagSet, c *compatFlags) {
 	fs.Bool("enable-log-rotation", false, "Enable log rotation of a single log-outputs file target.")
 	fs.String("log-rotation-config-json", `{"maxsize": 100, "maxage": 0, "maxbackups": 0, "localtime": false, "compress": false}`, "Configures log rotation if enabled with a JSON logger config. Default: MaxSize=100(MB), MaxAge=0(days,no limit), MaxBackups=0(no limit), LocalTime=false(UTC), Compress=false(gzip)")
 	fs.Bool("memory-mlock", false, "Enable to enforce etcd pages (in particular bbolt) to stay in RAM.")
-	fs.String("metrics", "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics")
 	fs.Duration("warning-apply-duration", 100*time.Millisecond, "Time duration after which a warning is generated if watch progress takes more time.")
 	fs.String("discovery-srv", "", "DNS domain used to bootstrap initial cluster.")
 	fs.String("discovery-srv-name", "", "Service name to query when using DNS discovery.")

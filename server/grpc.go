@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"time"
 
 	"github.com/etckit/etckit/auth"
 	"github.com/etckit/etckit/mvcc"
@@ -37,9 +38,10 @@ func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.InitialWindowSize(window),
 		grpc.InitialConnWindowSize(4 * window),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	}
+	// the metrics' interceptors first, as etcd's grpc_prometheus ones
+	opts = append(opts, s.metrics.serverOptions()...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(s.streamInterceptor))
 	// Keepalive as etcd's embed.Etcd.serveClients: without an enforcement
 	// policy grpc-go allows one client ping per 5 minutes and answers more
 	// with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", closing every stream
@@ -65,6 +67,8 @@ func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterAuthServer(gs, &authServer{s: s})
 	v3lockpb.RegisterLockServer(gs, &lockServer{s: s})
 	v3electionpb.RegisterElectionServer(gs, &electionServer{s: s})
+	// grpc_server_started_total etc. at zero for every method, as etcd
+	s.metrics.grpc.InitializeMetrics(gs)
 	return gs
 }
 
@@ -181,7 +185,8 @@ type kvServer struct {
 	s *Server
 }
 
-func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (_ *pb.RangeResponse, err error) {
+	defer k.s.metrics.observeRequest("Range", time.Now(), &err)
 	if err := mvcc.ValidateRange(r); err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -191,10 +196,12 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 		}
 	}
 	var resp *pb.RangeResponse
-	err := k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
+	err = k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
 		return k.s.eng.Auth().IsRangePermitted(ai, r.Key, r.RangeEnd)
 	}, func() (err error) {
+		start := time.Now()
 		resp, err = k.s.eng.Store().Range(r)
+		k.s.metrics.observeRange(start, err == nil)
 		return err
 	})
 	if err != nil {
@@ -373,12 +380,15 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	}
 	var resp *pb.TxnResponse
 	if isTxnReadonly(r) {
+		start := time.Now()
+		var err error
+		defer func() { k.s.metrics.observeRequest("ReadonlyTxn", start, &err) }()
 		if !isTxnSerializable(r) {
-			if err := k.s.linearizableReadNotify(ctx); err != nil {
+			if err = k.s.linearizableReadNotify(ctx); err != nil {
 				return nil, toGRPCError(err)
 			}
 		}
-		err := k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
+		err = k.s.serialized(ctx, func(ai *auth.AuthInfo) error {
 			return k.s.eng.Auth().CheckTxn(ai, k.s.eng.Store().Lessor().Keys, r)
 		}, func() (err error) {
 			resp, err = k.s.eng.Store().Txn(r)
@@ -387,6 +397,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		if err != nil {
 			return nil, toGRPCError(err)
 		}
+		k.s.metrics.countTxn(r, resp.Succeeded)
 	} else {
 		if err := k.s.checkQuota(ctx, txnCost(r)); err != nil {
 			return nil, err
@@ -536,7 +547,9 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	}
 	v := m.s.eng.Store().Backend().Snapshot()
 	defer v.Release()
+	start := time.Now()
 	h, err := mvcc.DBHash(v.Tx(), true, nil)
+	m.s.metrics.hashDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -549,7 +562,9 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 	if err := m.s.checkAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	start := time.Now()
 	h, rev, err := m.s.eng.Store().HashKV(r.Revision)
+	m.s.metrics.hashRevDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -567,14 +582,14 @@ func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 		return nil, toGRPCError(err)
 	}
 	m.s.log.Info("starting defragment")
-	m.s.metrics.defragInflight.Store(1)
+	m.s.metrics.defragInflight.Set(1)
 	st, err := m.s.eng.Store().Backend().Defrag()
-	m.s.metrics.defragInflight.Store(0)
+	m.s.metrics.defragInflight.Set(0)
 	if err != nil {
 		m.s.log.Warn("failed to defragment", "error", err)
 		return nil, toGRPCError(err)
 	}
-	m.s.metrics.defrag.observe(st.Took.Seconds())
+	m.s.metrics.defrag.Observe(st.Took.Seconds())
 	m.s.log.Info("finished defragment", "size-before", st.SizeBefore, "size-after", st.SizeAfter, "took", st.Took)
 	return &pb.DefragmentResponse{}, nil
 }
@@ -596,6 +611,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 		storageVersion = string(sv)
 	}
 	v.Release()
+	start := time.Now()
 	ds, err := m.s.eng.DBSnapshot()
 	if err != nil {
 		return toGRPCError(err)
@@ -625,6 +641,8 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv grpc.ServerStrea
 			return toGRPCError(err)
 		}
 	}
+	// etcd_disk_backend_snapshot_duration_seconds: the db sent
+	m.s.metrics.backendSnapshot.Observe(time.Since(start).Seconds())
 	return toGRPCError(srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: storageVersion}))
 }
 

@@ -19,11 +19,7 @@ func (s *Server) isLearner() bool { return s.eng.IsLearner(s.ID()) }
 
 // requireLeader reports whether the client asked, with etcd's
 // "hasleader" metadata, to be refused while there is no leader.
-func requireLeader(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return false
-	}
+func requireLeader(md metadata.MD) bool {
 	ks := md[rpctypes.MetadataRequireLeaderKey]
 	return len(ks) > 0 && ks[0] == rpctypes.MetadataHasLeader
 }
@@ -36,7 +32,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if s.isLearner() && !learnerServes(req) {
 		return nil, rpctypes.ErrGRPCNotSupportedForLearner
 	}
-	if requireLeader(ctx) && s.Leader() == 0 {
+	// one copy of the metadata for both uses (FromIncomingContext copies)
+	md, ok := metadata.FromIncomingContext(ctx)
+	if ok && !s.metrics.countClientRequest(md, "unary") {
+		return nil, rpctypes.ErrGRPCInvalidClientAPIVersion
+	}
+	if requireLeader(md) && s.Leader() == 0 {
 		return nil, rpctypes.ErrGRPCNoLeader
 	}
 	resp, err := handler(ctx, req)
@@ -77,7 +78,11 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if s.isLearner() && info.FullMethod != snapshotMethod {
 		return rpctypes.ErrGRPCNotSupportedForLearner
 	}
-	if !requireLeader(ss.Context()) {
+	md, ok := metadata.FromIncomingContext(ss.Context())
+	if ok && !s.metrics.countClientRequest(md, "stream") {
+		return rpctypes.ErrGRPCInvalidClientAPIVersion
+	}
+	if !requireLeader(md) {
 		return handler(srv, ss)
 	}
 	if s.Leader() == 0 {

@@ -344,7 +344,13 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	}
 	ms, err := c.s.promoteMember(ctx, r.ID)
 	if err != nil {
+		if c.s.Leader() == c.s.ID() {
+			c.s.metrics.learnerPromoteFailed.WithLabelValues(err.Error()).Inc()
+		}
 		return nil, membershipErr(err)
+	}
+	if c.s.Leader() == c.s.ID() {
+		c.s.metrics.learnerPromoteOK.Inc()
 	}
 	return &pb.MemberPromoteResponse{Header: c.header(), Members: toPBMembers(ms)}, nil
 }

@@ -80,7 +80,8 @@ func (s *Server) startPeer() error {
 	if s.cfg.Transport == nil {
 		s.tr = transport.New(transport.Config{ID: s.ID(), ClusterID: s.ClusterID(), URLs: s.peerURLs(), Raft: s, Version: Version,
 			DialTimeout: s.cfg.peerDialTimeout(), TLSClientConfig: s.peerDial, Snapshots: s, LocalAddr: s.localAddr,
-			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp")})
+			OnCritical: func(err error) { s.failWith(err) }, Logger: s.log.With("component", "rafthttp"),
+			Observer: newPeerObserver(s.metrics, s.ID())})
 		s.cfg.Transport = s.tr
 	}
 	if !s.cfg.PeerTLS.Empty() {
@@ -338,6 +339,9 @@ func (s *Server) serveLeaseRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ttl, err := s.eng.Store().Lessor().Renew(req.ID)
+	if err == nil {
+		s.metrics.leaseRenewed.Inc()
+	}
 	if errors.Is(err, mvcc.ErrLeaseNotFound) {
 		http.Error(w, "lease not found", http.StatusNotFound)
 		return
@@ -449,6 +453,9 @@ func (s *Server) forwardLease(ctx context.Context, path string, body []byte) ([]
 func (s *Server) renewLease(ctx context.Context, id int64) (int64, error) {
 	if s.Leader() == s.ID() {
 		ttl, err := s.eng.Store().Lessor().Renew(id)
+		if err == nil {
+			s.metrics.leaseRenewed.Inc() // etcd: renewals seen by the leader
+		}
 		// As etcd's LeaseRenew: a leader that lost its leadership while
 		// clearing a checkpoint forwards the renewal to the new one.
 		if !errors.Is(err, mvcc.ErrNotPrimary) {

@@ -200,10 +200,11 @@ func (s *Server) handleReady(rd raft.Ready) error {
 		old := s.lead.Swap(rd.SoftState.Lead)
 		if old != rd.SoftState.Lead {
 			if rd.SoftState.Lead != raft.None {
-				s.metrics.leaderChanges.Add(1)
+				s.metrics.leaderChanges.Inc()
 			}
 			s.log.Info("leader changed", "leader", fmt.Sprintf("%x", rd.SoftState.Lead), "term", s.rn.BasicStatus().Term)
 			if rd.SoftState.Lead == s.ID() {
+				s.metrics.resetHeartbeats() // etcd: td.Reset() for a new leader
 				s.eng.Store().Lessor().Promote(time.Duration(s.cfg.ElectionTicks) * s.cfg.TickInterval)
 			} else if old == s.ID() {
 				s.eng.Store().Lessor().Demote()
@@ -247,15 +248,11 @@ func (s *Server) handleReady(rd raft.Ready) error {
 	if isLeader {
 		s.send(rd.Messages)
 	}
-	start := time.Now()
 	if err := s.eng.SaveReady(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
 		return err
 	}
 	if job != nil {
 		close(job.persisted)
-	}
-	if rd.MustSync {
-		s.metrics.walFsync.observe(time.Since(start).Seconds())
 	}
 	if !isLeader {
 		s.send(rd.Messages)
@@ -373,7 +370,10 @@ func (s *Server) applyLoop() {
 
 func (s *Server) applyOne(job applyJob) error {
 	if job.snap != nil {
-		if err := s.eng.ApplySnapshot(job.snap); err != nil {
+		s.metrics.snapshotApplying.Set(1)
+		err := s.eng.ApplySnapshot(job.snap)
+		s.metrics.snapshotApplying.Set(0)
+		if err != nil {
 			return err
 		}
 		s.metrics.countSnapshot(false, s.Leader())
@@ -435,9 +435,16 @@ func (s *Server) sendSnapshot(m *raftpb.Message) {
 		pw.CloseWithError(err)
 	}()
 	s.log.Info("sending database snapshot", "to", fmt.Sprintf("%x", m.GetTo()), "index", ds.Index, "term", ds.Term, "db-bytes", ds.Size)
+	to := idLabel(m.GetTo())
+	s.metrics.snapshotSendInflights.WithLabelValues(to).Inc()
+	start := time.Now()
 	s.cfg.Transport.SendSnapshot(&transport.SnapshotMessage{Message: msg, DB: pr, Size: ds.Size, Done: func(sent bool) {
+		s.metrics.snapshotSendInflights.WithLabelValues(to).Dec()
 		if sent {
 			s.metrics.countSnapshot(true, m.GetTo())
+			s.metrics.snapshotSendSeconds.WithLabelValues(to).Observe(time.Since(start).Seconds())
+		} else {
+			s.metrics.snapshotSendFailures.WithLabelValues(to).Inc()
 		}
 		pr.Close()
 		ds.Release()
@@ -454,7 +461,18 @@ func (s *Server) sendSnapshot(m *raftpb.Message) {
 // SaveDB keeps the db of a snapshot a leader sends (transport.SnapshotStore).
 func (s *Server) SaveDB(r io.Reader, m *raftpb.Message) (int64, error) {
 	md := m.GetSnapshot().GetMetadata()
-	return s.eng.SaveSnapshotDB(r, md.GetIndex(), md.GetTerm())
+	from := idLabel(m.GetFrom())
+	s.metrics.snapshotReceiveInflights.WithLabelValues(from).Inc()
+	defer s.metrics.snapshotReceiveInflights.WithLabelValues(from).Dec()
+	start := time.Now()
+	n, err := s.eng.SaveSnapshotDB(r, md.GetIndex(), md.GetTerm())
+	if err != nil {
+		s.metrics.snapshotReceiveFailures.WithLabelValues(from).Inc()
+		return n, err
+	}
+	s.metrics.snapshotReceiveSeconds.WithLabelValues(from).Observe(time.Since(start).Seconds())
+	s.metrics.snapDBSave.Observe(time.Since(start).Seconds())
+	return n, nil
 }
 
 // send hands raft's messages to the transport. A MsgSnap is not sent as
@@ -466,6 +484,9 @@ func (s *Server) send(msgs []*raftpb.Message) {
 	}
 	var out []*raftpb.Message
 	for i, m := range msgs {
+		if m.GetType() == raftpb.MsgHeartbeat {
+			s.metrics.heartbeatSent(m.GetTo(), 2*s.cfg.TickInterval)
+		}
 		if m.GetType() != raftpb.MsgSnap {
 			if out != nil {
 				out = append(out, m)
@@ -581,7 +602,8 @@ func (c *Config) reqTimeoutOrDefault() time.Duration {
 // propose sends r through raft and waits for its result. Concurrent
 // proposals reach raft between two Readys and share one WAL write and
 // fdatasync.
-func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
+func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (resp proto.Message, err error) {
+	defer s.metrics.observeRequest(applyOp(r), time.Now(), &err)
 	id := s.reqID.next()
 	r.Header = &pb.RequestHeader{ID: id}
 	// The caller's identity travels with the request: every member checks
@@ -622,15 +644,15 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 		resultChans.Put(ch)
 		switch {
 		case res.Err == errProposalTimeout:
-			s.metrics.proposalsFailed.Add(1)
+			s.metrics.proposalsFailed.Inc()
 			return nil, s.timeoutErr()
 		case errors.Is(res.Err, raft.ErrProposalDropped):
-			s.metrics.proposalsFailed.Add(1)
+			s.metrics.proposalsFailed.Inc()
 		}
 		return res.Resp, res.Err
 	case <-ctx.Done():
 		unregister()
-		s.metrics.proposalsFailed.Add(1)
+		s.metrics.proposalsFailed.Inc()
 		return nil, ctx.Err()
 	case <-s.stopc:
 		unregister()

@@ -75,9 +75,11 @@ func (s *Server) readIndexRound() error {
 			return s.waitApplied(ctx, rs.Index)
 		case <-retry.C:
 			// A ReadIndex is dropped while the leader has not committed in
-			// its term; ask again.
+			// its term; ask again (etcd counts it a slow read index).
+			s.metrics.slowReadIndexes.Inc()
 			s.readIndex(rctx)
 		case <-ctx.Done():
+			s.metrics.readIndexesFailed.Inc()
 			return s.timeoutErr()
 		case <-s.stopc:
 			return rpctypes.ErrGRPCStopped

@@ -151,6 +151,10 @@ type Config struct {
 	LeaseCheckpointPersist  bool
 	LeaseCheckpointInterval time.Duration
 
+	// Metrics is etcd's --metrics: "basic" (default) or "extensive", which
+	// adds the gRPC handling-time histograms (grpc_server_handling_seconds).
+	Metrics string
+
 	// DowngradeCheckTime is etcd's --downgrade-check-time: how often the
 	// leader looks whether every member runs the downgrade target
 	// (default 5 s; negative: never).
@@ -405,6 +409,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Engine.Auth.BcryptCost == 0 {
 		cfg.Engine.Auth.BcryptCost = cfg.BcryptCost
 	}
+	extensive, err := parseMetricsFlag(cfg.Metrics)
+	if err != nil {
+		tokens.Disable()
+		return nil, err
+	}
+	met := newMetrics(extensive)
+	cfg.Engine.OnApply = met.observeApply
+	cfg.Engine.OnWALSync = met.observeWALSync
+	cfg.Engine.MVCC.Backend.OnCommit = met.observeCommit
+	cfg.Engine.MVCC.OnCompact = met.observeCompact
+	cfg.Engine.OnSnapSave = func(d time.Duration) { met.snapSave.Observe(d.Seconds()) }
 	eng, err := engine.Open(cfg.Engine)
 	if err != nil {
 		tokens.Disable()
@@ -419,7 +434,7 @@ func New(cfg Config) (*Server, error) {
 		readwaitc:      make(chan struct{}, 1),
 		readNotif:      newNotifier(),
 		readState:      make(chan raft.ReadState, 1),
-		metrics:        newMetrics(),
+		metrics:        met,
 		commitInterval: commitInterval,
 		applyc:         make(chan applyJob),
 		wakec:          make(chan struct{}, 1),
@@ -438,6 +453,7 @@ func New(cfg Config) (*Server, error) {
 		leaderStreams:  leaderStreams{cancels: map[*cancelStream]struct{}{}},
 	}
 	srv = s
+	met.registerScrape(s)
 	s.applied, _ = eng.Applied()
 	s.term.Store(eng.Term())
 	if cfg.BootstrapDefragThresholdMegabytes > 0 {

@@ -131,7 +131,7 @@ func TestConcurrentWritesShareFsync(t *testing.T) {
 	if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("warmup")}); err != nil {
 		t.Fatal(err)
 	}
-	before := s.metrics.walFsync.count()
+	before := histCount(s.metrics.walFsync)
 	const writers, each = 64, 20
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -149,7 +149,7 @@ func TestConcurrentWritesShareFsync(t *testing.T) {
 	}
 	wg.Wait()
 	el := time.Since(start)
-	syncs := s.metrics.walFsync.count() - before
+	syncs := histCount(s.metrics.walFsync) - before
 	t.Logf("%d puts by %d writers in %v (%.0f puts/s) with %d WAL fsyncs (%.1f puts per fsync)",
 		writers*each, writers, el.Round(time.Millisecond), float64(writers*each)/el.Seconds(), syncs, float64(writers*each)/float64(syncs))
 	if syncs == 0 || syncs >= writers*each {
@@ -212,7 +212,7 @@ func TestMetricsEveryCommit(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	before := s.metrics.backendCommit.count()
+	before := histCount(s.metrics.backendCommit)
 	commits := s.Engine().Store().Backend().Commits()
 	for i := 0; i < 5; i++ {
 		if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprint("k", i)), Value: []byte("v")}); err != nil {
@@ -220,10 +220,10 @@ func TestMetricsEveryCommit(t *testing.T) {
 		}
 	}
 	// The batch interval is 100 ms; wait (bounded) for a commit of the puts.
-	for i := 0; i < 200 && s.metrics.backendCommit.count() == before; i++ {
+	for i := 0; i < 200 && histCount(s.metrics.backendCommit) == before; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if s.metrics.backendCommit.count() == before || s.Engine().Store().Backend().Commits() == commits {
+	if histCount(s.metrics.backendCommit) == before || s.Engine().Store().Backend().Commits() == commits {
 		t.Fatalf("no backend commit observed after 5 puts")
 	}
 	m := metrics()
@@ -236,7 +236,7 @@ func TestMetricsEveryCommit(t *testing.T) {
 		"etcd_server_leader_changes_seen_total 1",
 		"etcd_mvcc_db_total_size_in_bytes ",
 		"etcd_mvcc_db_total_size_in_use_in_bytes ",
-		"etcd_server_quota_backend_bytes 2147483648",
+		"etcd_server_quota_backend_bytes 2.147483648e+09",
 		"etcd_server_proposals_failed_total 0",
 		"etcd_disk_defrag_inflight 0",
 		"etcd_debugging_mvcc_current_revision 6",
@@ -275,8 +275,8 @@ func TestProposalTimesOutWithoutLeader(t *testing.T) {
 	if waited := time.Since(start); waited < 200*time.Millisecond {
 		t.Fatalf("failed after %v, before the request timeout", waited)
 	}
-	if n := s.metrics.proposalsFailed.Load(); n != 1 {
-		t.Fatalf("proposals failed: %d, want 1", n)
+	if n := counterValue(s.metrics.proposalsFailed); n != 1 {
+		t.Fatalf("proposals failed: %v, want 1", n)
 	}
 	s.waitMu.Lock()
 	n := len(s.waits)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/etckit/etckit/mvcc"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -69,10 +70,13 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 		created := map[int64]bool{}
 		pending := map[int64][]*pb.WatchResponse{}
 		send := func(r *pb.WatchResponse) bool {
+			start := time.Now()
 			if err := stream.Send(r); err != nil {
+				s.metrics.streamFailures.WithLabelValues("send", "watch").Inc()
 				sendErr <- err
 				return false
 			}
+			s.metrics.observeWatchSend(r, start)
 			return true
 		}
 		for {

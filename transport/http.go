@@ -132,6 +132,9 @@ func (t *Transport) servePipeline(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "error unmarshalling raft message", http.StatusBadRequest)
 		return
 	}
+	if o := t.cfg.Observer; o != nil {
+		o.ReceivedBytes(m.GetFrom(), len(b))
+	}
 	if m.GetType() == raftpb.MsgSnap {
 		// etcd would step it and then look for a db it was never sent.
 		http.Error(w, "error processing raft message", http.StatusBadRequest)

@@ -74,6 +74,7 @@ type status struct {
 	mu     sync.Mutex
 	active bool
 	since  time.Time
+	on     func(active bool) // the observer's PeerActive; nil: none
 }
 
 func (s *status) activate() {
@@ -81,12 +82,18 @@ func (s *status) activate() {
 	defer s.mu.Unlock()
 	if !s.active {
 		s.active, s.since = true, time.Now()
+		if s.on != nil {
+			s.on(true)
+		}
 	}
 }
 
 func (s *status) deactivate() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.active && s.on != nil {
+		s.on(false)
+	}
 	s.active, s.since = false, time.Time{}
 }
 
@@ -120,12 +127,19 @@ func startPeer(t *Transport, id uint64, urls []url.URL, full bool) *peer {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &peer{t: t, id: id, picker: &picker{urls: urls}, pipec: make(chan *raftpb.Message, pipelineBufSize),
 		recvc: make(chan *raftpb.Message, recvBufSize), propc: make(chan *raftpb.Message, streamBufSize), ctx: ctx, cancel: cancel}
+	if o := t.cfg.Observer; o != nil {
+		p.status.on = func(active bool) { o.PeerActive(id, active) }
+	}
 	for i := 0; i < connPerPipeline; i++ {
 		p.wg.Add(1)
 		go p.pipelineWorker()
 	}
 	if !full {
 		return p
+	}
+	if t.cfg.Observer != nil {
+		p.wg.Add(1)
+		go p.probeLoop()
 	}
 	p.msgApp, p.message = newStreamWriter(p, streamMsgAppV2), newStreamWriter(p, streamMessage)
 	for _, w := range []*streamWriter{p.msgApp, p.message} {
@@ -203,6 +217,37 @@ func (p *peer) stop() {
 	p.wg.Wait()
 }
 
+// probeLoop measures the round trip of a GET of the peer's /raft/probing
+// every ProbeInterval, as etcd's prober does, for the observer.
+func (p *peer) probeLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-p.ctx.Done():
+			return
+		}
+		u := p.picker.pick()
+		u.Path = "/raft/probing"
+		req, err := http.NewRequestWithContext(p.ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			continue
+		}
+		start := time.Now()
+		resp, err := p.t.pipelineClient.Do(req)
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			p.t.cfg.Observer.RoundTrip(p.id, time.Since(start))
+		}
+	}
+}
+
 // pipelineWorker POSTs queued messages to /raft, one per request.
 func (p *peer) pipelineWorker() {
 	defer p.wg.Done()
@@ -210,6 +255,9 @@ func (p *peer) pipelineWorker() {
 		select {
 		case m := <-p.pipec:
 			if err := p.post(m); err != nil {
+				if o := p.t.cfg.Observer; o != nil {
+					o.SendFailed(p.id)
+				}
 				p.status.deactivate()
 				p.t.cfg.Raft.ReportUnreachable(m.GetTo())
 				if errors.Is(err, ErrMemberRemoved) {
@@ -255,6 +303,9 @@ func (p *peer) post(m *raftpb.Message) error {
 	if err := checkPostResponse(resp, body); err != nil {
 		p.picker.unreachable(u)
 		return fmt.Errorf("post to %s: %w", uu.String(), err)
+	}
+	if o := p.t.cfg.Observer; o != nil {
+		o.SentBytes(p.id, len(b))
 	}
 	return nil
 }
@@ -378,6 +429,13 @@ func (w *streamWriter) run() {
 			msgc, beat = nil, nil
 		case m := <-msgc:
 			err := enc.Encode(m)
+			if o := w.p.t.cfg.Observer; o != nil {
+				if err == nil {
+					o.SentBytes(w.p.id, proto.Size(m))
+				} else {
+					o.SendFailed(w.p.id)
+				}
+			}
 			if err == nil {
 				if len(msgc) == 0 || batched > streamBufSize/2 {
 					err = flush()
@@ -524,16 +582,27 @@ func (r *streamReader) decodeLoop(body io.ReadCloser) error {
 	}()
 	var dec interface {
 		Decode() (*raftpb.Message, error)
+		Offset() int64
 	}
 	if r.typ == streamMsgAppV2 {
 		dec = NewMsgAppV2Decoder(body, r.p.id, r.p.t.cfg.ID)
 	} else {
 		dec = NewMessageDecoder(body, MaxMessageBytes)
 	}
+	o := r.p.t.cfg.Observer
+	var off int64
 	for {
 		m, err := dec.Decode()
 		if err != nil {
+			if o != nil && r.p.ctx.Err() == nil && !errors.Is(err, io.EOF) && !isClosedConn(err) {
+				o.ReceiveFailed(r.p.id)
+			}
 			return err
+		}
+		if o != nil {
+			n := dec.Offset()
+			o.ReceivedBytes(r.p.id, int(n-off))
+			off = n
 		}
 		if IsLinkHeartbeat(m) {
 			continue

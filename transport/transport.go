@@ -95,7 +95,32 @@ type Config struct {
 	// OnCritical is called once when a peer says this member was removed.
 	OnCritical func(error)
 	Logger     *slog.Logger
+	// Observer, when set, is told of the traffic with peers and probes
+	// their round trip time (the server's etcd_network_* metrics).
+	Observer Observer
 }
+
+// Observer is told of the traffic with each peer, for the server's
+// metrics (transport knows no metrics library). Its methods are called
+// from the peers' goroutines and must be cheap.
+type Observer interface {
+	// SentBytes and ReceivedBytes count raft message bytes to and from a
+	// peer; SendFailed and ReceiveFailed count failed sends and streams
+	// broken by an error.
+	SentBytes(to uint64, n int)
+	ReceivedBytes(from uint64, n int)
+	SendFailed(to uint64)
+	ReceiveFailed(from uint64)
+	// PeerActive is told when a peer becomes reachable or unreachable.
+	PeerActive(remote uint64, active bool)
+	// RoundTrip is the time of a probe of the peer's /raft/probing
+	// (etcd's prober, every ProbeInterval).
+	RoundTrip(to uint64, d time.Duration)
+}
+
+// ProbeInterval is how often peers are probed for their round trip time
+// (etcd's proberInterval: ConnReadTimeout - 1 s, with etcd's default).
+const ProbeInterval = DefaultConnReadTimeout - time.Second
 
 // Transport sends raft messages to the peers and serves the peer handlers.
 type Transport struct {

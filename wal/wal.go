@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -53,6 +54,11 @@ type Options struct {
 	// NoZeroAhead turns off writing zeros into the tail segment ahead of
 	// the records (see zero.go); for measuring what it saves.
 	NoZeroAhead bool
+	// OnSync, when set, is told of each sync of the tail: the bytes the
+	// buffered records added to the segment, the time to write them and
+	// the time of the fdatasync (synced false with NoSync). For the
+	// server's metrics; wal knows no metrics library.
+	OnSync func(n int64, write, fsync time.Duration, synced bool)
 }
 
 func (o Options) withDefaults() Options {
@@ -98,6 +104,8 @@ type WAL struct {
 	tailOff int64       // file offset of the tail at which the encoder started
 	fp      *pipeline
 	closed  bool
+	// reported: the encoder's written bytes last told to OnSync
+	reported int64
 }
 
 // Create creates a WAL in dir, which must not hold segments, ready for
@@ -502,19 +510,44 @@ func (w *WAL) Sync() error {
 }
 
 func (w *WAL) sync() error {
+	var start time.Time
+	if w.opts.OnSync != nil {
+		start = time.Now()
+	}
 	if err := w.enc.flush(); err != nil {
 		return fmt.Errorf("wal: write %s: %w", w.tail().f.Name(), err)
 	}
 	if w.opts.NoSync {
+		if w.opts.OnSync != nil {
+			w.opts.OnSync(w.syncedBytes(), time.Since(start), 0, false)
+		}
 		return nil
+	}
+	var flushed time.Time
+	if w.opts.OnSync != nil {
+		flushed = time.Now()
 	}
 	if err := w.tail().f.Datasync(); err != nil {
 		return fmt.Errorf("wal: fdatasync %s: %w", w.tail().f.Name(), err)
+	}
+	if w.opts.OnSync != nil {
+		w.opts.OnSync(w.syncedBytes(), flushed.Sub(start), time.Since(flushed), true)
 	}
 	if w.tw != nil && w.tw.z != nil {
 		w.tw.z.synced(w.tw.off)
 	}
 	return nil
+}
+
+// syncedBytes is how many bytes were written since the last call (the
+// count of the encoder, which a cut starts again).
+func (w *WAL) syncedBytes() int64 {
+	n := w.enc.pw.written - w.reported
+	if n < 0 {
+		n = w.enc.pw.written
+	}
+	w.reported = w.enc.pw.written
+	return n
 }
 
 // cut finishes the tail segment (truncated to its content) and continues in

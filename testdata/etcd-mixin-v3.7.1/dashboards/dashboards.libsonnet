@@ -1,0 +1,2 @@
+(import "etcd.libsonnet") +
+(import "etcd-grafana7x.libsonnet")

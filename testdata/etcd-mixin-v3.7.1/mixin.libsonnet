@@ -1,0 +1,3 @@
+(import './config.libsonnet') +
+(import './dashboards/dashboards.libsonnet') +
+(import './alerts/alerts.libsonnet')
