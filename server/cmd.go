@@ -346,6 +346,7 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		BootstrapDefragThresholdMegabytes: f.compat.bootstrapDefragThresholdMB,
 		WarningUnaryRequestDuration:       f.compat.warningUnaryRequestDuration,
 		SetMemberLocalAddr:                f.featureGates.Enabled("SetMemberLocalAddr"),
+		StopGRPCServiceOnDefrag:           f.featureGates.Enabled("StopGRPCServiceOnDefrag"),
 		Metrics:                           f.metrics,
 	}, nil
 }

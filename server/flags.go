@@ -54,7 +54,6 @@ var noEffectFlags = map[string]string{
 	"discovery-password":                 "no v3 discovery (--discovery-endpoints is refused when set)",
 	"discovery-proxy":                    "etcd 3.6's v2 discovery proxy; no discovery (--discovery is refused when set)",
 
-	"experimental-stop-grpc-service-on-defrag":       "sets feature gate StopGRPCServiceOnDefrag, which etckit accepts without effect",
 	"experimental-initial-corrupt-check":             "sets feature gate InitialCorruptCheck, which etckit accepts without effect",
 	"experimental-compact-hash-check-enabled":        "sets feature gate CompactHashCheck, which etckit accepts without effect",
 	"experimental-txn-mode-write-with-shared-buffer": "sets feature gate TxnModeWriteWithSharedBuffer, which etckit accepts without effect",

@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -67,6 +68,11 @@ func newGRPCServer(s *Server, extra ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterAuthServer(gs, &authServer{s: s})
 	v3lockpb.RegisterLockServer(gs, &lockServer{s: s})
 	v3electionpb.RegisterElectionServer(gs, &electionServer{s: s})
+	// gRPC's health service (grpc.health.v1.Health), as etcd's
+	// v3rpc.Server: SERVING for every service ("") from the start, since
+	// the gRPC server serves only once the member is ready.
+	healthpb.RegisterHealthServer(gs, s.health)
+	s.setServing(true, "")
 	// grpc_server_started_total etc. at zero for every method, as etcd
 	s.metrics.grpc.InitializeMetrics(gs)
 	return gs
@@ -583,7 +589,13 @@ func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 	}
 	m.s.log.Info("starting defragment")
 	m.s.metrics.defragInflight.Set(1)
+	if m.s.cfg.StopGRPCServiceOnDefrag {
+		m.s.setServing(false, "defrag is active")
+	}
 	st, err := m.s.eng.Store().Backend().Defrag()
+	if m.s.cfg.StopGRPCServiceOnDefrag {
+		m.s.setServing(true, "")
+	}
 	m.s.metrics.defragInflight.Set(0)
 	if err != nil {
 		m.s.log.Warn("failed to defragment", "error", err)

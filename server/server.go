@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 )
 
 // Version is the etcd version etckit answers as (Status, /version,
@@ -184,6 +185,12 @@ type Config struct {
 	// SetMemberLocalAddr is etcd's feature gate SetMemberLocalAddr: peers
 	// are dialed from the advertised peer IP (inferLocalAddr).
 	SetMemberLocalAddr bool
+
+	// StopGRPCServiceOnDefrag is etcd's feature gate of that name (3.6's
+	// --experimental-stop-grpc-service-on-defrag): the gRPC health service
+	// answers NOT_SERVING while a Defragment runs, so that clients that
+	// check health move to another member.
+	StopGRPCServiceOnDefrag bool
 	// BootstrapDefragThresholdMegabytes is
 	// --bootstrap-defrag-threshold-megabytes: at start, the db is
 	// defragmented when that much space or more would be freed (0: never).
@@ -264,6 +271,9 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	eng *engine.Engine
+
+	// health is the gRPC health service (see newGRPCServer).
+	health *health.Server
 
 	// rn is the raft state machine. Only the raft loop (run) touches it;
 	// other goroutines hand it work through the inbox and wake it.
@@ -435,6 +445,7 @@ func New(cfg Config) (*Server, error) {
 		readNotif:      newNotifier(),
 		readState:      make(chan raft.ReadState, 1),
 		metrics:        met,
+		health:         health.NewServer(),
 		commitInterval: commitInterval,
 		applyc:         make(chan applyJob),
 		wakec:          make(chan struct{}, 1),
