@@ -1,17 +1,12 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"strconv"
-	"time"
-
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 func (s *Server) registerHTTP(mux *http.ServeMux) {
-	mux.HandleFunc("/health", s.handleHealth)
+	s.registerHealth(mux)
 	mux.HandleFunc("/version", s.handleVersion)
 	mux.HandleFunc("/metrics", s.handleMetrics)
 }
@@ -54,43 +49,4 @@ func majorMinor(v string) string {
 		}
 	}
 	return v
-}
-
-// handleHealth answers as etcd's /health: {"health":"true","reason":""}
-// when the member has a leader, no alarm and serves a linearizable read
-// (serializable with ?serializable=true).
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	health, reason := true, ""
-	if s.Leader() == 0 {
-		health, reason = false, "RAFT NO LEADER"
-	}
-	if health {
-		for _, a := range s.eng.Alarms() {
-			if a.GetAlarm() != pb.AlarmType_NONE {
-				health, reason = false, "ALARM "+a.GetAlarm().String()
-				break
-			}
-		}
-	}
-	if health {
-		// etcd's check reads one key (a range)
-		s.metrics.rangeTotal.Inc()
-	}
-	if health && r.URL.Query().Get("serializable") != "true" {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		if err := s.linearizableReadNotify(ctx); err != nil {
-			health, reason = false, "QGET ERROR:"+err.Error()
-		}
-		cancel()
-	}
-	w.Header().Set("Content-Type", "application/json")
-	if !health {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	if health {
-		s.metrics.healthSuccess.Inc()
-	} else {
-		s.metrics.healthFailures.Inc()
-	}
-	_ = json.NewEncoder(w).Encode(map[string]string{"health": strconv.FormatBool(health), "reason": reason})
 }

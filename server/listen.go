@@ -433,7 +433,7 @@ func (s *Server) listenMetrics() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", s.handleMetrics)
-	mux.HandleFunc("/health", s.handleHealth)
+	s.registerHealth(mux)
 	s.metricsSrv = &http.Server{Handler: mux}
 	var ls []net.Listener
 	fail := func(err error) error {
