@@ -86,7 +86,7 @@ func TestImportRules(t *testing.T) {
 		if d.IsDir() {
 			// Own modules and data, not the product.
 			switch rel {
-			case "interop", "conformance", "testdata", ".git":
+			case "interop", "conformance", "robustness", "testdata", ".git":
 				return filepath.SkipDir
 			}
 			if d.Name() == "testdata" {
