@@ -25,12 +25,14 @@
 // with etcd's ten buckets. The members bucket is written when those entries
 // are applied, as etcd does.
 //
-// Otherwise Open follows etcd's order: the WAL's valid snapshot records, the
-// newest .snap among them (unloadable files are quarantined as .broken),
-// snap/<index>.snap.db renamed over db when db's consistent_index is older
-// than the snapshot, then the WAL read from the snapshot on. A torn tail is
-// repaired once (the segment is backed up as .broken first); any other
-// damage is refused with the file and byte offset.
+// Before either, Open deletes leftover snap/tmp* and snap/db.tmp* files, as
+// etcd does. A member whose WAL directory holds at least one *.wal file is
+// an existing one, and Open follows etcd's order: the WAL's valid snapshot
+// records, the newest .snap among them (unloadable files are quarantined as
+// .broken), snap/<index>.snap.db renamed over db when db's consistent_index
+// is older than the snapshot, then the WAL read from the snapshot on. A torn
+// tail is repaired once (the segment is backed up as .broken first); any
+// other damage is refused with the file and byte offset.
 //
 // With Options.ForceNewCluster (etcd's --force-new-cluster) an existing
 // member then becomes the only member of its cluster, as etcd v3.6.1+ and
@@ -40,6 +42,60 @@
 // known), at the HardState's term, saved to the WAL without a HardState
 // record and committed in the raft log, so that they are applied like any
 // committed entry. The cluster ID is kept.
+//
+// # Bootstrap entries
+//
+// A new cluster's log starts with one entry per initial member, members in
+// ascending ID order, all committed:
+//
+//	Entry{Type: ConfChange, Term: 1, Index: i+1,
+//	      Data: ConfChange{ID: 0, Type: AddNode, NodeID: id, Context: member JSON}}
+//
+// followed by HardState{term 1, vote 0, commit n}. raftpb.ConfChange is
+// proto2 with id=1, type=2 (AddNode 0, RemoveNode 1, UpdateNode 2,
+// AddLearnerNode 3), node_id=3, all always written (id too, though 0), and
+// context=4 when non-nil. A later member add carries member JSON as
+// context (AddLearnerNode for a learner), a promotion the member's ID with
+// "isPromote": true, a peer-URL update (UpdateNode) member JSON, a removal
+// nothing. After each election the new leader appends a normal entry with
+// no data.
+//
+// # v2 requests
+//
+// v3.5 WALs carry some normal entries as a v2 etcdserverpb.Request
+// (V2Request), proto2: ID=1, Method=2, Path=3, Val=4, Dir=5, PrevValue=6,
+// PrevIndex=7, PrevExist=8, Expiration=9, Wait=10, Since=11, Recursive=12,
+// Sorted=13, Quorum=14, Time=15 (Unix ns), Stream=16, Refresh=17. Every
+// field is written except PrevExist and Refresh, which appear only when
+// set. The methods found in such WALs are PUT, POST, DELETE, QGET and SYNC
+// (with Time).
+//
+// # Restore
+//
+// Restore makes a new member directory from a db snapshot as `etcdutl
+// snapshot restore` does. The input is a bbolt image, with a 32-byte SHA-256
+// trailer iff its size % 512 == 32 (see snap's package doc): a trailer is
+// checked unless SkipHashCheck, and a file without one is refused unless
+// SkipHashCheck. The data directory must be empty or absent and the WAL
+// directory absent; the name must be in the initial cluster with its
+// advertised peer URLs. What it writes:
+//
+//  1. member/snap/db (0600): the image without its trailer, then in one
+//     transaction the members and members_removed buckets emptied (every
+//     other bucket kept), one members/<hex id> JSON per initial member,
+//     meta/consistent_index = n and meta/term = 1 (even if that lowers
+//     them) and, with BumpRevision B (requires MarkCompacted), an empty
+//     value at revision (M+B, 0), M the highest main revision, with
+//     meta/scheduledCompactRev set to it;
+//  2. one WAL segment, created via wal.tmp: CRC, metadata {this member,
+//     cluster}, Snapshot{0,0}, the n bootstrap entries (above),
+//     HardState{term 1, vote = the smallest member ID, commit n};
+//  3. member/snap/0000000000000001-<n as %016x>.snap: the members' v2
+//     membership, ConfState{all IDs ascending as voters}, index n, term 1;
+//  4. then a WAL snapshot record {n, 1, that ConfState}, the segment's
+//     last record.
+//
+// Learners become voters; meta/confState is left as it was.
 //
 // # Apply
 //

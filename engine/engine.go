@@ -271,9 +271,10 @@ func (e *Engine) walOptions() wal.Options {
 }
 
 // bootstrap creates a new member of a new cluster: the WAL with its
-// metadata, the bootstrap conf-change entries (FORMATS §5.6) and HardState
-// {term 1, commit n}, and the db with etcd's buckets. The members bucket is
-// filled when the conf changes are applied, as etcd does.
+// metadata, the bootstrap conf-change entries (the package doc, "Bootstrap
+// entries") and HardState {term 1, commit n}, and the db with etcd's
+// buckets. The members bucket is filled when the conf changes are applied,
+// as etcd does.
 func (e *Engine) bootstrap() error {
 	o := e.opts
 	if o.Name == "" {
@@ -423,7 +424,7 @@ func MarshalMetadata(nodeID, clusterID uint64) []byte {
 	return b
 }
 
-// openExisting opens a member that has a WAL (FORMATS §1.5).
+// openExisting opens a member that has a WAL (the package doc, "Boot").
 func (e *Engine) openExisting() error {
 	o := e.opts
 	valid, err := wal.ValidSnapshotEntries(o.WALDir, e.walOptions())

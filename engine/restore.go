@@ -1,8 +1,8 @@
 package engine
 
 // Snapshot restore: a new member directory from a db snapshot, written as
-// `etcdutl snapshot restore` writes it (FORMATS.md §6). Point-in-time
-// restore is in restore_pitr.go, the file helpers both use in
+// `etcdutl snapshot restore` writes it (the package doc, "Restore").
+// Point-in-time restore is in restore_pitr.go, the file helpers both use in
 // restore_files.go; every file operation but bbolt's goes through the
 // options' vfs.FS.
 

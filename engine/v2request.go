@@ -7,8 +7,9 @@ import (
 )
 
 // V2Request is etcd's v2 etcdserverpb.Request (proto2: ID=1, Method=2,
-// Path=3, Val=4, ...), which the v3.7 API module no longer has; FORMATS.md
-// §5.4. etcd v3.6 still applies two of them (applyV2); v3.5 WALs hold them.
+// Path=3, Val=4, ...), which the v3.7 API module no longer has (the package
+// doc, "v2 requests"). etcd v3.6 still applies two of them (applyV2); v3.5
+// WALs hold them.
 type V2Request struct {
 	ID                                      uint64
 	Method, Path, Val, PrevValue            string

@@ -216,10 +216,11 @@ func splitComma(s string) []string {
 //
 // etcd 3.7 moved raftpb to pointer fields: its etcdutl no longer writes
 // ConfChange.id = 0 nor ConfState.auto_leave = false, which etcd 3.6.16 (the
-// fixture, FORMATS.md §2.7/§5.5) always writes. etckit writes 3.6's bytes
-// (equal to the fixture's, see engine's TestRestoreMatchesEtcdutlFixture);
-// both decode to the same values, which is what is compared here, so record
-// CRCs and .snap bytes legitimately differ from 3.7.3's.
+// fixture; wal's package doc, "Payloads") always writes. etckit writes 3.6's
+// bytes (equal to the fixture's, see engine's
+// TestRestoreMatchesEtcdutlFixture); both decode to the same values, which
+// is what is compared here, so record CRCs and .snap bytes legitimately
+// differ from 3.7.3's.
 func compareRestores(t *testing.T, want, got string) {
 	t.Helper()
 	rec := func(dir string) []string {

@@ -14,10 +14,11 @@ import (
 // etcd's backend.defrag rewrites the db compactly and swaps it in while the
 // member keeps serving: every bucket is copied, in key order, into
 // db.tmp.<random> next to the db with fill percent 0.9 and a commit every
-// 10,000 keys (FORMATS §4.1), the old file is closed and the copy renamed
-// over it. The copy holds exactly the committed key/value pairs, so
-// everything the Store keeps in memory (key index, revisions, watchers,
-// lessor) stays valid: only the bbolt handle under the Backend changes.
+// 10,000 keys (the package doc, "Defragment"), the old file is closed and
+// the copy renamed over it. The copy holds exactly the committed key/value
+// pairs, so everything the Store keeps in memory (key index, revisions,
+// watchers, lessor) stays valid: only the bbolt handle under the Backend
+// changes.
 
 // DefragLimit is etcd's defragLimit: keys copied per tmp-db transaction.
 const DefragLimit = 10000

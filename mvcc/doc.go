@@ -70,6 +70,39 @@
 //     index (etcd then dies on its next read of the key); here the revision
 //     stays on disk, and hashes are computed as etcd computes them.
 //
+// # Defragment
+//
+// Defragmenting (Backend.Defrag, as etcd's backend.defrag) writes a fresh
+// bbolt file snap/db.tmp.<random> beside the db: each bucket, in key
+// order, with fill percent 0.9, a transaction committed after every
+// DefragLimit (10,000) keys copied. The old db is then closed and the new
+// file renamed over it. Only the bbolt handle changes: the pairs are the
+// same, so the key index, watchers and leases need nothing.
+//
+// # Hashes
+//
+// Two hashes exist, both CRC-32C (Castagnoli).
+//
+// HashKV (Store.HashKV, HashKeyBucket) covers the key bucket only. Given a
+// hash revision H (0 meaning the current one; below the compact revision is
+// ErrCompacted, above the current one ErrFutureRev) and the compact
+// revision C (-1 if none), the keep set K holds, per user key, the revision
+// a compaction at H would leave, unless that is a tombstone. The hasher
+// starts with the bytes "key", walks the bucket in order and, for a pair
+// at revision r, feeds the revision key and then the value except when
+//
+//	r.main > H                             (past the hash revision)
+//	r.main <= C and K non-empty and r ∉ K  (compacted away)
+//	r.main == C and the key is a tombstone
+//
+// and answers {hash, C, H}. Each compaction records this hash with C the
+// previous compact revision, H the new one and K its result.
+//
+// DBHash is the whole-db hash: for every bucket, in byte order, its name,
+// then each of its keys and values. The Hash RPC and etcd-dump-db hash
+// leave out the meta keys term, consistent_index and storageVersion;
+// etcdutl snapshot status leaves out nothing.
+//
 // # Errors
 //
 // Nothing here panics on bad data: a value that does not decode, a key of the

@@ -21,13 +21,13 @@ func (e *PairError) Error() string {
 func (e *PairError) Unwrap() error { return e.Err }
 
 // HashKeyBucket computes etcd's HashKV at rev from the key bucket b alone,
-// without the key index (FORMATS §4.11), for a store compacted at compact:
-// a first pass finds, for every user key, its newest revision at or below
-// rev (the keep set is those that are not tombstones); the second feeds the
-// hasher every pair, as Store.HashKV does with the index's keep set. This is
-// the value a (re)started etcd answers. onPair (optional) is called with
-// each pair read, for progress. A pair that is not a revision and a
-// KeyValue is a *PairError.
+// without the key index (the package doc, "Hashes"), for a store compacted
+// at compact: a first pass finds, for every user key, its newest revision at
+// or below rev (the keep set is those that are not tombstones); the second
+// feeds the hasher every pair, as Store.HashKV does with the index's keep
+// set. This is the value a (re)started etcd answers. onPair (optional) is
+// called with each pair read, for progress. A pair that is not a revision
+// and a KeyValue is a *PairError.
 func HashKeyBucket(b *bolt.Bucket, compact, rev int64, onPair func(k, v []byte)) (KeyValueHash, error) {
 	type latest struct {
 		rev  Revision
@@ -80,9 +80,9 @@ func HashKeyBucket(b *bolt.Bucket, compact, rev int64, onPair func(k, v []byte))
 	return h.sum(), nil
 }
 
-// DBHash is etcd's whole-db hash (FORMATS §4.12): CRC-32C over every
-// bucket name and its pairs, in byte order. With excludeMeta (the Hash RPC,
-// etcd-dump-db hash) meta/term, meta/consistent_index and
+// DBHash is etcd's whole-db hash (the package doc, "Hashes"): CRC-32C over
+// every bucket name and its pairs, in byte order. With excludeMeta (the Hash
+// RPC, etcd-dump-db hash) meta/term, meta/consistent_index and
 // meta/storageVersion are left out; without (etcdutl snapshot status)
 // nothing is. onPair (optional) sees every pair read; its error stops the
 // hash.

@@ -62,10 +62,10 @@
 // KeepAlive, TimeToLive, Leases), Cluster (MemberList, MemberAdd,
 // MemberRemove, MemberUpdate, MemberPromote), Maintenance (Status,
 // MoveLeader, Hash, HashKV, Snapshot with the SHA-256 trailer, Defragment,
-// Alarm).
-// Defragment rewrites the db as etcd does (FORMATS §4.1) under the running
-// store: only the bbolt file and handle change, so the key index, watchers
-// and leases stay; writes wait while the copy runs.
+// Alarm). Defragment rewrites the db as etcd does (mvcc's package doc,
+// "Defragment") under the running store: only the bbolt file and handle
+// change, so the key index, watchers and leases stay; writes wait while the
+// copy runs.
 //
 // Watch follows etcd's serverWatchStream: client-chosen watch IDs (a
 // duplicate is created-and-canceled with etcd's reason) and etcd's ID

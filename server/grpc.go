@@ -542,8 +542,9 @@ func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 	return resp, nil
 }
 
-// Hash is CRC-32C over every bucket name and key/value pair, except the
-// meta keys term, consistent_index and storageVersion (FORMATS §4.12).
+// Hash is CRC-32C over every bucket name and key/value pair, except the meta
+// keys term, consistent_index and storageVersion (mvcc's package doc,
+// "Hashes").
 func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
 	if err := m.s.checkAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
@@ -580,9 +581,10 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 }
 
 // Defragment rewrites the db compactly and swaps it in while the member
-// keeps serving (etcd's backend.Defrag; FORMATS §4.1). Writes and reads wait
-// while the copy runs; the store's key index, watchers and leases stay as
-// they are, since the copy holds the same keys and values.
+// keeps serving (etcd's backend.Defrag; mvcc's package doc, "Defragment").
+// Writes and reads wait while the copy runs; the store's key index, watchers
+// and leases stay as they are, since the copy holds the same keys and
+// values.
 func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
 	if err := m.s.checkAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)

@@ -1,5 +1,5 @@
 // Package wal reads and writes etcd's write-ahead log byte for byte
-// (etcd 3.5–3.7; FORMATS.md §2).
+// (etcd 3.5–3.7; the format is described below).
 //
 // # Directory
 //
@@ -54,6 +54,44 @@
 //
 // A reader that starts at a later segment adopts the CRC record's value;
 // one that has a running value checks it (mismatch: mid-log corruption).
+//
+// # Payloads
+//
+// All payloads are proto2 and written in field-number order; scalar fields
+// are emitted even when zero unless noted.
+//
+//	Metadata  NodeID=1, ClusterID=2; every segment's copy must be identical
+//	          (else ErrMetadataConflict)
+//	Entry     Type=1 (0 normal, 1 conf change, 2 conf change v2), Term=2,
+//	          Index=3, Data=4 only when non-nil (a leader's empty entry has
+//	          none): {Normal, 2, 5, nil} is 08 00 10 02 18 05
+//	HardState term=1, vote=2, commit=3; {1,0,1} is 08 01 10 00 18 01; an
+//	          all-zero HardState is never written
+//	Snapshot  index=1, term=2, conf_state=3 only when set (missing in the
+//	          first {0,0} record)
+//	ConfState voters=1, learners=2, voters_outgoing=3, learners_next=4 (each
+//	          repeated and unpacked), auto_leave=5 always, also when false
+//
+// Snapshot{3, 1, voters [0x10]} is 08 03 10 01 1a 04 08 10 28 00. etcd 3.6
+// writes auto_leave=false and a conf change's id=0 (see engine's package
+// doc, "Bootstrap entries"); etcd 3.7's pointer-field raftpb omits both.
+// etckit writes 3.6's bytes; the values decode the same.
+//
+// # A fresh WAL
+//
+// Create with metadata "somedata" writes, from offset 0 of segment
+// 0000000000000000-0000000000000000.wal (TestFormatVector):
+//
+//	off   length word              record
+//	0x00  04 00 00 00 00 00 00 84  08 04 10 00 +4 zeros           crc, 0
+//	0x10  12 00 00 00 00 00 00 86  08 01 10 85 d4 fd a0 07 1a 08  metadata,
+//	                               "somedata" +6 zeros            crc 0x741f6a05
+//	0x30  0e 00 00 00 00 00 00 82  08 05 10 80 db 81 c1 01        snapshot {0,0},
+//	                               1a 04 08 00 10 00 +2 zeros     crc 0x18206d80
+//	0x48  zeros up to the segment size
+//
+// 0x741f6a05 is CRC-32C("somedata"); 0x18206d80 continues it over the
+// snapshot record's data 08 00 10 00.
 //
 // # Damage
 //

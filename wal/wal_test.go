@@ -25,8 +25,8 @@ func hs(term, vote, commit uint64) *raftpb.HardState {
 	return &raftpb.HardState{Term: u64(term), Vote: u64(vote), Commit: u64(commit)}
 }
 
-// TestFormatVector checks the byte-level example of FORMATS.md §2.10: a
-// fresh WAL created with metadata "somedata".
+// TestFormatVector checks the byte-level example of the package doc ("A
+// fresh WAL"): a fresh WAL created with metadata "somedata".
 func TestFormatVector(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "wal")
 	w, err := Create(dir, []byte("somedata"), Options{SegmentSize: 4096})

@@ -8,10 +8,10 @@ import (
 )
 
 // Dirs are the locations of a member's files, given by --data-dir and
-// --wal-dir the same way in every command (etcd's layout, FORMATS.md §1):
-// the WAL is <data-dir>/member/wal unless --wal-dir names another
-// directory, snapshots are in <data-dir>/member/snap and the backend is
-// <data-dir>/member/snap/db.
+// --wal-dir the same way in every command (etcd's layout; engine's package
+// doc, "Layout"): the WAL is <data-dir>/member/wal unless --wal-dir names
+// another directory, snapshots are in <data-dir>/member/snap and the backend
+// is <data-dir>/member/snap/db.
 type Dirs struct {
 	DataDir string
 	WALDir  string

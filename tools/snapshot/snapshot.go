@@ -1,6 +1,7 @@
 // Package snapshot is `etckit snapshot`: save, status and restore of etcd
 // db snapshots, with the behaviour of `etcdctl snapshot save` and
-// `etcdutl snapshot status|restore` (FORMATS.md §6), plus what operators
+// `etcdutl snapshot status|restore` (restore: engine's package doc,
+// "Restore"; status: "etcdutl's status" below), plus what operators
 // keep asking for:
 //
 //	etckit snapshot save FILE --endpoints HOST:PORT   stream Maintenance.Snapshot from a running
@@ -25,6 +26,20 @@
 //
 // Exit status: 0 done, 1 the snapshot is damaged (status), 2 usage or I/O
 // error or a refused restore.
+//
+// # etcdutl's status
+//
+// etcdutl opens the file read-only with bbolt (a SHA-256 trailer does not
+// bother it), fails on any bbolt consistency-check error, and reports five
+// values, which Status repeats under the same JSON names:
+//
+//	hash       the whole-db hash with nothing left out (mvcc's package
+//	           doc, "Hashes")
+//	revision   main revision of the key bucket's last key, 0 when empty
+//	totalKey   user keys whose newest entry is not a tombstone (3.6; 3.5
+//	           counted every pair of every bucket)
+//	totalSize  the bbolt transaction's size (high-water page × page size)
+//	version    meta/storageVersion, "" when missing (3.6 only)
 package snapshot
 
 import (

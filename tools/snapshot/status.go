@@ -19,8 +19,8 @@ import (
 )
 
 // Status is what `snapshot status` reports. The first five fields are
-// etcdutl's (same JSON names and meaning, FORMATS.md §6.6); the rest are
-// etckit's.
+// etcdutl's (same JSON names and meaning; the package doc, "etcdutl's
+// status"); the rest are etckit's.
 type Status struct {
 	Hash      uint32 `json:"hash"`     // CRC-32C over every bucket name and pair
 	Revision  int64  `json:"revision"` // main revision of the last key-bucket entry
