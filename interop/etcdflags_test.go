@@ -1,12 +1,8 @@
 package interop
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"maps"
 	"net/url"
@@ -15,11 +11,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/etckit/etckit/internal/etcdflag"
 	"github.com/etckit/etckit/server"
 	"go.etcd.io/etcd/client/pkg/v3/tlsutil"
 	etcdflags "go.etcd.io/etcd/pkg/v3/flags"
@@ -28,94 +24,28 @@ import (
 )
 
 // etcdFlags is every flag of etcd 3.7.3's command line, read from etcd's
-// own code: embed.Config.AddFlags (run), plus the flags etcdmain's
-// newConfig defines itself and its ignored legacy flags (read from
-// etcdmain/config.go's syntax tree, since etcdmain keeps its flag set
-// unexported). name -> etcd's default value ("" for etcdmain's).
+// own code (internal/etcdflag): embed.Config.AddFlags, plus etcdmain's own
+// and ignored legacy flags from the etcd server module this module
+// requires. name -> etcd's default value ("" for etcdmain's).
 func etcdFlags(t testing.TB) map[string]string {
-	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
-	embed.NewConfig().AddFlags(fs)
-	out := map[string]string{}
-	fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.DefValue })
-	for _, n := range etcdmainFlagNames(t) {
-		if _, ok := out[n]; !ok {
-			out[n] = ""
-		}
-	}
-	return out
-}
-
-// etcdmainFlagNames are the names etcdmain/config.go of the etcd server
-// module this module requires gives its flags: the string literal naming
-// each fs.XxxVar/fs.Var call, and the "ignored" list.
-func etcdmainFlagNames(t testing.TB) []string {
 	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "go.etcd.io/etcd/server/v3").Output()
 	if err != nil {
 		t.Fatalf("go list -m go.etcd.io/etcd/server/v3: %v", err)
 	}
-	path := filepath.Join(strings.TrimSpace(string(dir)), "etcdmain", "config.go")
-	file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
+	embed.NewConfig().AddFlags(fs)
+	out, err := etcdflag.Etcd(fs, filepath.Join(strings.TrimSpace(string(dir)), "etcdmain", "config.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	lit := func(e ast.Expr) (string, bool) {
-		b, ok := e.(*ast.BasicLit)
-		if !ok || b.Kind != token.STRING {
-			return "", false
-		}
-		s, err := strconv.Unquote(b.Value)
-		return s, err == nil
-	}
-	ast.Inspect(file, func(n ast.Node) bool {
-		switch n := n.(type) {
-		case *ast.ValueSpec:
-			for i, id := range n.Names {
-				if id.Name != "ignored" || i >= len(n.Values) {
-					continue
-				}
-				if cl, ok := n.Values[i].(*ast.CompositeLit); ok {
-					for _, e := range cl.Elts {
-						if s, ok := lit(e); ok {
-							names = append(names, s)
-						}
-					}
-				}
-			}
-		case *ast.CallExpr:
-			sel, ok := n.Fun.(*ast.SelectorExpr)
-			if !ok || len(n.Args) < 2 {
-				return true
-			}
-			if x, ok := sel.X.(*ast.Ident); !ok || x.Name != "fs" || !(sel.Sel.Name == "Var" || strings.HasSuffix(sel.Sel.Name, "Var")) {
-				return true
-			}
-			if s, ok := lit(n.Args[1]); ok {
-				names = append(names, s)
-			}
-		}
-		return true
-	})
-	if len(names) == 0 {
-		t.Fatalf("no flags found in %s", path)
-	}
-	return names
+	return out
 }
 
 // readFlagList reads ../server/testdata/etcd-flags-<version>.txt.
 func readFlagList(t testing.TB, path string) map[string]string {
-	f, err := os.Open(path)
+	out, err := etcdflag.ReadList(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if line := sc.Text(); line != "" && !strings.HasPrefix(line, "#") {
-			name, def, _ := strings.Cut(line, "\t")
-			out[name] = def
-		}
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etckit/etckit/internal/etcdflag"
+
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
@@ -29,25 +30,8 @@ import (
 // name -> etcd's default value.
 func etcdFlagList(t *testing.T, version string) map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", "etcd-flags-"+version+".txt"))
+	out, err := etcdflag.ReadList(filepath.Join("testdata", "etcd-flags-"+version+".txt"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || line == "" {
-			continue
-		}
-		name, def, ok := strings.Cut(line, "\t")
-		if !ok {
-			t.Fatalf("bad line %q", line)
-		}
-		out[name] = def
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if len(out) < 100 {
