@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etckit/etckit/engine"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -20,25 +17,7 @@ import (
 func TestGRPCHealthService(t *testing.T) {
 	for _, gate := range []bool{false, true} {
 		t.Run(map[bool]string{false: "gate=off", true: "gate=on"}[gate], func(t *testing.T) {
-			s, err := New(Config{
-				Engine:                  engine.Options{Name: "default", DataDir: filepath.Join(t.TempDir(), "m"), InitialCluster: "default=http://127.0.0.1:2380", NoSync: true},
-				ListenClientURLs:        []string{"http://127.0.0.1:0"},
-				TickInterval:            10 * time.Millisecond,
-				StopGRPCServiceOnDefrag: gate,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Serve(); err != nil {
-				s.Stop()
-				t.Fatal(err)
-			}
-			conn, err := grpc.NewClient(s.ClientAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				s.Stop()
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { conn.Close(); s.Stop() })
+			_, conn := startServer(t, filepath.Join(t.TempDir(), "m"), func(c *Config) { c.StopGRPCServiceOnDefrag = gate })
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			hc := healthpb.NewHealthClient(conn)

@@ -19,13 +19,20 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func startServer(t *testing.T, dir string) (*Server, *grpc.ClientConn) {
+// startServer starts a one-member server on dir (client URL on a free
+// 127.0.0.1 port, no fsync, fast ticks), each mod applied to its Config
+// first, and a client connection to it; the end of the test stops both.
+func startServer(t *testing.T, dir string, mods ...func(*Config)) (*Server, *grpc.ClientConn) {
 	t.Helper()
-	s, err := New(Config{
+	cfg := Config{
 		Engine:           engine.Options{Name: "default", DataDir: dir, InitialCluster: "default=http://127.0.0.1:2380", NoSync: true},
 		ListenClientURLs: []string{"http://127.0.0.1:0"},
 		TickInterval:     10 * time.Millisecond,
-	})
+	}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
