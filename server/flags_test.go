@@ -464,23 +464,10 @@ func TestSocketReuse(t *testing.T) {
 // with --host-whitelist, --cors, --enable-pprof and a periodic
 // --auto-compaction-retention of 1s, and checks each as etcd behaves.
 func TestHTTPAccessAndAutoCompaction(t *testing.T) {
-	cfg, err := ConfigFromArgs([]string{"--data-dir=" + filepath.Join(t.TempDir(), "d"), "--listen-client-urls=http://127.0.0.1:0",
+	s := serveArgs(t, []string{"--data-dir=" + filepath.Join(t.TempDir(), "d"), "--listen-client-urls=http://127.0.0.1:0",
 		"--listen-peer-urls=", "--initial-advertise-peer-urls=http://127.0.0.1:2380", "--unsafe-no-fsync",
 		"--heartbeat-interval=10", "--election-timeout=100", "--host-whitelist=localhost", "--cors=http://ok.example:80",
-		"--enable-pprof", "--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"}, nil, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		s.Stop()
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	<-s.Ready()
+		"--enable-pprof", "--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"})
 	addr := s.ClientAddrs()[0]
 	_, port, _ := net.SplitHostPort(addr)
 	get := func(host, path, origin string) (*http.Response, string) {
@@ -604,22 +591,9 @@ func TestUnixPeerURL(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "peer.sock")
 	peer := "unix://" + sock
-	cfg, err := ConfigFromArgs([]string{"--data-dir=" + filepath.Join(dir, "d"), "--name=e1", "--listen-client-urls=http://127.0.0.1:0",
+	serveArgs(t, []string{"--data-dir=" + filepath.Join(dir, "d"), "--name=e1", "--listen-client-urls=http://127.0.0.1:0",
 		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer, "--initial-cluster=e1=" + peer,
-		"--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100"}, nil, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		s.Stop()
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	<-s.Ready()
+		"--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100"})
 	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
@@ -724,4 +698,25 @@ func TestSingleDashFlags(t *testing.T) {
 	if err != nil || cfg.Engine.Name != "one" || cfg.Engine.SnapshotCount != 5 {
 		t.Fatalf("%+v %v", cfg.Engine, err)
 	}
+}
+
+// serveArgs starts a member from an `etckit serve` command line (no
+// environment), waits until it is ready and stops it at the end of the test.
+func serveArgs(t *testing.T, args []string) *Server {
+	t.Helper()
+	cfg, err := ConfigFromArgs(args, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		s.Stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	<-s.Ready()
+	return s
 }
