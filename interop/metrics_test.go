@@ -136,6 +136,22 @@ func metricsWorkload(t *testing.T, m *member, httpBase string) {
 	if _, err := m.kv.Compact(ctx, &pb.CompactionRequest{Revision: r.Header.Revision, Physical: true}); err != nil {
 		t.Fatal(err)
 	}
+	// an alarm raised and cleared (etcd_debugging_server_alarms), and the
+	// /livez and /readyz checks (etcd_server_healthcheck(s_total))
+	st, err := m.maint.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []pb.AlarmRequest_AlarmAction{pb.AlarmRequest_ACTIVATE, pb.AlarmRequest_DEACTIVATE} {
+		if _, err := m.maint.Alarm(ctx, &pb.AlarmRequest{Action: action, MemberID: st.Header.MemberId, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"/livez", "/readyz"} {
+		if body := httpGetBody(t, httpBase+p); body != "ok\n" {
+			t.Fatalf("%s: %q", p, body)
+		}
+	}
 	if body := httpGetBody(t, httpBase+"/health"); !strings.Contains(body, `"health":"true"`) {
 		t.Fatalf("/health: %s", body)
 	}

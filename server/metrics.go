@@ -99,6 +99,7 @@ type metrics struct {
 	healthFailures        prometheus.Counter
 	healthCheck           *prometheus.GaugeVec
 	healthChecks          *prometheus.CounterVec
+	alarms                *prometheus.GaugeVec
 	requestDuration       *prometheus.HistogramVec
 	applyDuration         *prometheus.HistogramVec
 	rangeDuration         *prometheus.HistogramVec
@@ -205,6 +206,11 @@ func newMetrics(extensive bool) *metrics {
 	m.healthFailures = newCounter("etcd", "server", "health_failures", "The total number of failed health checks")
 	m.healthCheck = newGaugeVec("etcd", "server", "healthcheck", "The result of each kind of healthcheck.", "type", "name")
 	m.healthChecks = newCounterVec("etcd", "server", "healthchecks_total", "The total number of each kind of healthcheck.", "type", "name", "status")
+	// etcd's apply counts the alarms it applies: +1 for an activation that
+	// was new, -1 for a deactivation of one that was there, so a series
+	// stays (at 0) once its alarm is gone, and alarms loaded at start are
+	// not counted.
+	m.alarms = newGaugeVec("etcd_debugging", "server", "alarms", "Alarms for every member in cluster. 1 for 'server_id' label with current ID. 2 for 'alarm_type' label with type of this alarm", "server_id", "alarm_type")
 	m.requestDuration = newHistVec("etcd", "server", "request_duration_seconds", "Response latency distribution in seconds for each type.", bucketsDisk, "type", "success")
 	m.applyDuration = newHistVec("etcd", "server", "apply_duration_seconds", "The latency distributions of v2 apply called by backend.", bucketsApply, "version", "op", "success")
 	m.rangeDuration = newHistVec("etcd", "server", "range_duration_seconds", "The latency distributions of txn.Range", bucketsApply, "success")
@@ -294,7 +300,7 @@ func newMetrics(extensive bool) *metrics {
 		m.grpc,
 		m.leaderChanges, m.heartbeatSendFailures, m.proposalsFailed, m.slowApplies, m.slowReadIndexes,
 		m.readIndexesFailed, m.leaseExpired, m.learnerPromoteOK, m.learnerPromoteFailed, m.snapshotApplying,
-		m.healthSuccess, m.healthFailures, m.healthCheck, m.healthChecks, m.requestDuration, m.applyDuration,
+		m.healthSuccess, m.healthFailures, m.healthCheck, m.healthChecks, m.alarms, m.requestDuration, m.applyDuration,
 		m.rangeDuration, m.clientRequests, m.grpcSentBytes, m.grpcReceivedBytes, m.streamFailures,
 		m.watchSendLoopWatchStream, m.watchSendLoopPerEvent, m.watchSendLoopControlStream, m.watchSendLoopProgress,
 		m.rangeTotal, m.putTotal, m.deleteTotal, m.txnTotal, m.putSize, m.eventsTotal, m.pendingEvents,
@@ -366,6 +372,17 @@ func (m *metrics) observeApply(r *pb.InternalRaftRequest, resp proto.Message, to
 		m.leaseTTL.Observe(float64(r.GetLeaseGrant().GetTTL()))
 	case r.GetLeaseRevoke() != nil:
 		m.leaseRevoked.Inc()
+	case r.GetAlarm() != nil:
+		ar, _ := resp.(*pb.AlarmResponse)
+		for _, a := range ar.GetAlarms() {
+			g := m.alarms.WithLabelValues(idLabel(a.GetMemberID()), a.GetAlarm().String())
+			switch r.GetAlarm().GetAction() {
+			case pb.AlarmRequest_ACTIVATE:
+				g.Inc()
+			case pb.AlarmRequest_DEACTIVATE:
+				g.Dec()
+			}
+		}
 	}
 }
 
@@ -675,7 +692,6 @@ var (
 	descWatchers       = prometheus.NewDesc("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", nil, nil)
 	descSlowWatchers   = prometheus.NewDesc("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", nil, nil)
 	descAuthRevision   = prometheus.NewDesc("etcd_debugging_auth_revision", "The current revision of auth store.", nil, nil)
-	descAlarms         = prometheus.NewDesc("etcd_debugging_server_alarms", "Alarms for every member in cluster. 1 for 'server_id' label with current ID. 2 for 'alarm_type' label with type of this alarm", []string{"server_id", "alarm_type"}, nil)
 	descFDUsed         = prometheus.NewDesc("os_fd_used", "The number of used file descriptors.", nil, nil)
 	descFDLimit        = prometheus.NewDesc("os_fd_limit", "The file descriptor limit.", nil, nil)
 )
@@ -684,7 +700,7 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHasLeader, descIsLeader, descIsLearner, descCommitted, descApplied,
 		descPending, descQuota, descVersion, descGoVersion, descServerID, descFeature, descClusterVersion,
 		descKnownPeers, descDBSize, descDBInUse, descOpenReadTxns, descCurrentRev, descCompactRev, descKeys,
-		descWatchStreams, descWatchers, descSlowWatchers, descAuthRevision, descAlarms, descFDUsed, descFDLimit} {
+		descWatchStreams, descWatchers, descSlowWatchers, descAuthRevision, descFDUsed, descFDLimit} {
 		ch <- d
 	}
 }
@@ -750,11 +766,6 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descWatchers, float64(stats.Watchers))
 	g(descSlowWatchers, float64(stats.SlowWatchers))
 	g(descAuthRevision, float64(s.eng.Auth().Revision()))
-	for _, a := range s.eng.Alarms() {
-		if a.GetAlarm() != pb.AlarmType_NONE {
-			g(descAlarms, 1, idLabel(a.GetMemberID()), a.GetAlarm().String())
-		}
-	}
 	if used, limit, ok := fdUsage(); ok {
 		g(descFDUsed, float64(used))
 		g(descFDLimit, float64(limit))
