@@ -467,7 +467,7 @@ func TestHTTPAccessAndAutoCompaction(t *testing.T) {
 	s := serveArgs(t, []string{"--data-dir=" + filepath.Join(t.TempDir(), "d"), "--listen-client-urls=http://127.0.0.1:0",
 		"--listen-peer-urls=", "--initial-advertise-peer-urls=http://127.0.0.1:2380", "--unsafe-no-fsync",
 		"--heartbeat-interval=10", "--election-timeout=100", "--host-whitelist=localhost", "--cors=http://ok.example:80",
-		"--enable-pprof", "--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"})
+		"--enable-pprof", "--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"}, io.Discard)
 	addr := s.ClientAddrs()[0]
 	_, port, _ := net.SplitHostPort(addr)
 	get := func(host, path, origin string) (*http.Response, string) {
@@ -593,7 +593,7 @@ func TestUnixPeerURL(t *testing.T) {
 	peer := "unix://" + sock
 	serveArgs(t, []string{"--data-dir=" + filepath.Join(dir, "d"), "--name=e1", "--listen-client-urls=http://127.0.0.1:0",
 		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer, "--initial-cluster=e1=" + peer,
-		"--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100"})
+		"--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100"}, io.Discard)
 	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
@@ -617,21 +617,9 @@ func TestSlowRequestWarning(t *testing.T) {
 		warned    bool
 	}{{"1ns", true}, {"1h", false}} {
 		log := &lockedBuffer{}
-		cfg, err := ConfigFromArgs([]string{"--data-dir=" + filepath.Join(t.TempDir(), "d"), "--listen-client-urls=http://127.0.0.1:0", "--listen-peer-urls=",
+		s := serveArgs(t, []string{"--data-dir=" + filepath.Join(t.TempDir(), "d"), "--listen-client-urls=http://127.0.0.1:0", "--listen-peer-urls=",
 			"--initial-advertise-peer-urls=http://127.0.0.1:2380", "--unsafe-no-fsync", "--heartbeat-interval=10", "--election-timeout=100",
-			"--warning-unary-request-duration=" + tc.threshold}, nil, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Serve(); err != nil {
-			s.Stop()
-			t.Fatal(err)
-		}
-		<-s.Ready()
+			"--warning-unary-request-duration=" + tc.threshold}, log)
 		kv := etcdserverpbKV(t, s.ClientAddrs()[0])
 		if _, err := kv.Put(context.Background(), &etcdserverpb.PutRequest{Key: []byte("k"), Value: []byte("secret")}); err != nil {
 			t.Fatal(err)
@@ -701,22 +689,15 @@ func TestSingleDashFlags(t *testing.T) {
 }
 
 // serveArgs starts a member from an `etckit serve` command line (no
-// environment), waits until it is ready and stops it at the end of the test.
-func serveArgs(t *testing.T, args []string) *Server {
+// environment, its log to log), waits until it is ready and stops it at
+// the end of the test.
+func serveArgs(t *testing.T, args []string, log io.Writer) *Server {
 	t.Helper()
-	cfg, err := ConfigFromArgs(args, nil, io.Discard)
+	cfg, err := ConfigFromArgs(args, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		s.Stop()
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
+	s := serveConfig(t, cfg)
 	<-s.Ready()
 	return s
 }

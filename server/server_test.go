@@ -32,6 +32,18 @@ func startServer(t *testing.T, dir string, mods ...func(*Config)) (*Server, *grp
 	for _, mod := range mods {
 		mod(&cfg)
 	}
+	s := serveConfig(t, cfg)
+	conn, err := grpc.NewClient(s.ClientAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return s, conn
+}
+
+// serveConfig starts a server on cfg; the end of the test stops it.
+func serveConfig(t *testing.T, cfg Config) *Server {
+	t.Helper()
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -40,13 +52,8 @@ func startServer(t *testing.T, dir string, mods ...func(*Config)) (*Server, *grp
 		s.Stop()
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(s.ClientAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		s.Stop()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(); s.Stop() })
-	return s, conn
+	t.Cleanup(s.Stop)
+	return s
 }
 
 func TestServePutGetRestart(t *testing.T) {
