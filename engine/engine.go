@@ -561,15 +561,21 @@ func (e *Engine) readWAL(at wal.Snapshot) ([]byte, *raftpb.HardState, []*raftpb.
 	}
 }
 
-// maybeReplaceDB renames snap/<index>.snap.db over snap/db when the db is
-// older than the snapshot (a snapshot received from a leader whose apply was
-// interrupted).
+// maybeReplaceDB makes sure the db is at least as new as the snapshot at
+// index, as etcd's RecoverSnapshotBackend does. A db older than the snapshot
+// is replaced by snap/<index>.snap.db (a snapshot received from a leader
+// whose apply was cut short). Without that file the member does not start:
+// the WAL holds no entries at or below the snapshot, so a db behind it (a
+// db copied back from a backup, a db lost and recreated empty) can never be
+// brought up to date, and serving from it would give old answers for new
+// revisions.
 func (e *Engine) maybeReplaceDB(index uint64) error {
 	src := filepath.Join(e.snapDir, snap.DBFileName(index))
+	haveSrc := true
 	if _, err := os.Stat(src); err != nil {
-		return nil
+		haveSrc = false
 	}
-	ci := uint64(0)
+	ci, dbState := uint64(0), "does not exist"
 	if _, err := os.Stat(e.dbPath); err == nil {
 		db, err := bolt.Open(e.dbPath, 0o600, &bolt.Options{ReadOnly: true})
 		if err != nil {
@@ -585,9 +591,17 @@ func (e *Engine) maybeReplaceDB(index uint64) error {
 			// replace a db that may be newer.
 			return fmt.Errorf("engine: %s: %w", e.dbPath, err)
 		}
+		dbState = fmt.Sprintf("has consistent index %d", ci)
 	}
 	if ci >= index {
 		return nil
+	}
+	if !haveSrc {
+		// etcd's words first: operators and etcd's own tests look for them.
+		return fmt.Errorf("engine: failed to find database snapshot file (snap: snapshot file doesn't exist): "+
+			"the snapshot is at index %d, but %s %s and %s does not exist; "+
+			"the db is not the one this member's WAL and snapshots were written with",
+			index, e.dbPath, dbState, src)
 	}
 	if err := os.Rename(src, e.dbPath); err != nil {
 		return fmt.Errorf("engine: replace db by %s: %w", src, err)
