@@ -131,9 +131,11 @@ func (e *Engine) applyNormal(ent *raftpb.Entry, done func(Result)) error {
 		// Compact persists its schedule and commits by itself; replaying it
 		// after a crash before consistent_index is committed answers
 		// ErrCompacted and changes nothing.
-		res.Resp, res.Err = e.applyCompaction(c)
-		if res.Err != nil && isStorageErr(res.Err) {
-			return fmt.Errorf("engine: apply entry %d: compaction: %w", idx, res.Err)
+		if res.Err = e.alarmRefuses(&r); res.Err == nil {
+			res.Resp, res.Err = e.applyCompaction(c)
+			if res.Err != nil && isStorageErr(res.Err) {
+				return fmt.Errorf("engine: apply entry %d: compaction: %w", idx, res.Err)
+			}
 		}
 		if err := e.withIndex(idx, term, func() error { return nil }); err != nil {
 			return err
@@ -168,6 +170,9 @@ func (e *Engine) applyRequest(r *pb.InternalRaftRequest) (resp proto.Message, re
 	}
 	if auth.IsAuthRequest(r) {
 		return e.auth.Apply(r, e.ci, s.Rev())
+	}
+	if err := e.alarmRefuses(r); err != nil {
+		return nil, err, nil
 	}
 	// Every member checks the proposer's identity again: a permission
 	// revoked between proposal and apply is seen by all in the same way.

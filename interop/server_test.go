@@ -58,6 +58,8 @@ func call(ctx context.Context, m *member, req proto.Message) (proto.Message, str
 		}
 	case *pb.DefragmentRequest:
 		resp, err = m.maint.Defragment(ctx, r)
+	case *pb.AlarmRequest:
+		resp, err = m.maint.Alarm(ctx, r)
 	default:
 		panic(fmt.Sprintf("unexpected request %T", req))
 	}

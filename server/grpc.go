@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/etckit/etckit/auth"
+	"github.com/etckit/etckit/engine"
 	"github.com/etckit/etckit/mvcc"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -110,6 +111,8 @@ func toGRPCError(err error) error {
 		mvcc.ErrLeaseNotFound:     rpctypes.ErrGRPCLeaseNotFound,
 		mvcc.ErrLeaseExists:       rpctypes.ErrGRPCLeaseExist,
 		mvcc.ErrLeaseTTLTooLarge:  rpctypes.ErrGRPCLeaseTTLTooLarge,
+		engine.ErrNoSpace:         rpctypes.ErrGRPCNoSpace,
+		engine.ErrCorrupt:         rpctypes.ErrGRPCCorrupt,
 	} {
 		if errors.Is(err, from) {
 			return to
@@ -138,14 +141,17 @@ func (s *Server) hasAlarm(t pb.AlarmType) bool {
 }
 
 // checkQuota answers ErrNoSpace (and raises the NOSPACE alarm) when a
-// write of cost bytes would take the db above --quota-backend-bytes, as
-// etcd's quota check before a proposal.
+// write of cost bytes would take the db to --quota-backend-bytes, as etcd's
+// quotaAlarmer before a proposal: the db's size (bbolt's high-water mark,
+// free pages included, so a fragmented db needs a defrag) plus the cost
+// must stay below the quota; a request that writes nothing (cost 0) always
+// passes, and a negative quota disables the check. A write that passes
+// while a NOSPACE alarm is raised is refused at apply, as in etcd.
 func (s *Server) checkQuota(ctx context.Context, cost int) error {
-	if s.hasAlarm(pb.AlarmType_NOSPACE) {
-		return rpctypes.ErrGRPCNoSpace
+	if cost == 0 || s.cfg.QuotaBackendBytes < 0 {
+		return nil
 	}
-	_, inUse := s.dbSize()
-	if inUse+int64(cost) <= s.cfg.QuotaBackendBytes {
+	if size, _ := s.dbSize(); size+int64(cost) < s.cfg.QuotaBackendBytes {
 		return nil
 	}
 	_, _ = s.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
@@ -153,8 +159,12 @@ func (s *Server) checkQuota(ctx context.Context, cost int) error {
 	return rpctypes.ErrGRPCNoSpace
 }
 
-// kvOverhead is etcd's per-key quota overhead.
-const kvOverhead = 256
+// kvOverhead and leaseOverhead are etcd's quota costs of a key's and a
+// lease's metadata.
+const (
+	kvOverhead    = 256
+	leaseOverhead = 64
+)
 
 func putCost(r *pb.PutRequest) int { return kvOverhead + len(r.Key) + len(r.Value) }
 
@@ -666,7 +676,7 @@ type leaseServer struct {
 }
 
 func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	if err := l.s.checkQuota(ctx, 0); err != nil {
+	if err := l.s.checkQuota(ctx, leaseOverhead); err != nil {
 		return nil, err
 	}
 	r = proto.Clone(r).(*pb.LeaseGrantRequest)
