@@ -66,6 +66,13 @@ func newTestCluster(t *testing.T, n int, mod func(*Config)) *testCluster {
 
 func (c *testCluster) start(i int) {
 	c.t.Helper()
+	if err := c.tryStart(i); err != nil {
+		c.t.Fatalf("start %s: %v", c.names[i], err)
+	}
+}
+
+// tryStart starts member i, or says why it did not start.
+func (c *testCluster) tryStart(i int) error {
 	cfg := Config{
 		Engine: engine.Options{Name: c.names[i], DataDir: c.dirs[i], InitialCluster: c.initial,
 			InitialAdvertisePeerURLs: []string{c.peers[i]}, NoSync: true},
@@ -79,17 +86,19 @@ func (c *testCluster) start(i int) {
 	}
 	s, err := New(cfg)
 	if err != nil {
-		c.t.Fatalf("start %s: %v", c.names[i], err)
+		return err
 	}
 	if err := s.Serve(); err != nil {
 		s.Stop()
-		c.t.Fatal(err)
+		return err
 	}
 	conn, err := grpc.NewClient(s.ClientAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		c.t.Fatal(err)
+		s.Stop()
+		return err
 	}
 	c.srv[i], c.conns[i] = s, conn
+	return nil
 }
 
 func (c *testCluster) stop(i int) {

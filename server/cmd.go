@@ -347,6 +347,10 @@ func (f *flags) config(cmd *cobra.Command) (Config, error) {
 		WarningUnaryRequestDuration:       f.compat.warningUnaryRequestDuration,
 		SetMemberLocalAddr:                f.featureGates.Enabled("SetMemberLocalAddr"),
 		StopGRPCServiceOnDefrag:           f.featureGates.Enabled("StopGRPCServiceOnDefrag"),
+		InitialCorruptCheck:               f.featureGates.Enabled("InitialCorruptCheck"),
+		CorruptCheckTime:                  f.compat.corruptCheckTime,
+		CompactHashCheck:                  f.featureGates.Enabled("CompactHashCheck"),
+		CompactHashCheckTime:              f.compat.compactHashCheckTime,
 		Metrics:                           f.metrics,
 	}, nil
 }

@@ -12,8 +12,9 @@ import (
 // The server feature gates of etcd 3.7.3 (server/features/etcd_features.go),
 // with the two generic ones of its featuregate package (AllAlpha, AllBeta).
 // etckit acts on LeaseCheckpoint, LeaseCheckpointPersist,
-// SetMemberLocalAddr and StopGRPCServiceOnDefrag; the others are accepted,
-// as etcd accepts them, and have no effect.
+// SetMemberLocalAddr, StopGRPCServiceOnDefrag, InitialCorruptCheck and
+// CompactHashCheck; the others are accepted, as etcd accepts them, and
+// have no effect.
 const (
 	featureLeaseCheckpoint        = "LeaseCheckpoint"
 	featureLeaseCheckpointPersist = "LeaseCheckpointPersist"

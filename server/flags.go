@@ -27,8 +27,6 @@ import (
 // noEffectFlags: flag -> why it has no effect in etckit.
 var noEffectFlags = map[string]string{
 	"backend-bbolt-freelist-type":        "etckit's backend keeps bbolt's default freelist; the file format is the same with either",
-	"corrupt-check-time":                 "no periodic corruption check; `etcdctl endpoint hashkv` compares members",
-	"compact-hash-check-time":            "no compaction hash check between members (feature gate CompactHashCheck)",
 	"enable-distributed-tracing":         "no OpenTelemetry tracing",
 	"distributed-tracing-address":        "no OpenTelemetry tracing",
 	"distributed-tracing-instance-id":    "no OpenTelemetry tracing",
@@ -54,8 +52,6 @@ var noEffectFlags = map[string]string{
 	"discovery-password":                 "no v3 discovery (--discovery-endpoints is refused when set)",
 	"discovery-proxy":                    "etcd 3.6's v2 discovery proxy; no discovery (--discovery is refused when set)",
 
-	"experimental-initial-corrupt-check":             "sets feature gate InitialCorruptCheck, which etckit accepts without effect",
-	"experimental-compact-hash-check-enabled":        "sets feature gate CompactHashCheck, which etckit accepts without effect",
 	"experimental-txn-mode-write-with-shared-buffer": "sets feature gate TxnModeWriteWithSharedBuffer, which etckit accepts without effect",
 }
 
@@ -149,6 +145,7 @@ type compatFlags struct {
 	autoCompactionMode                 string
 	autoCompactionRetention            string
 	compactHashCheckTime               time.Duration
+	corruptCheckTime                   time.Duration
 	warningUnaryRequestDuration        time.Duration
 	experimentalWarningUnaryRequestDur time.Duration
 	discoveryFallback                  string
@@ -177,6 +174,7 @@ func addCompatFlags(fs *pflag.FlagSet, c *compatFlags) {
 	fs.StringVar(&c.autoCompactionMode, "auto-compaction-mode", "periodic", "interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.")
 	fs.StringVar(&c.autoCompactionRetention, "auto-compaction-retention", "0", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
 	fs.DurationVar(&c.compactHashCheckTime, "compact-hash-check-time", time.Minute, "Duration of time between leader checks followers compaction hashes.")
+	fs.DurationVar(&c.corruptCheckTime, "corrupt-check-time", 0, "Duration of time between cluster corruption check passes.")
 	fs.DurationVar(&c.warningUnaryRequestDuration, "warning-unary-request-duration", 300*time.Millisecond, "Time duration after which a warning is generated if a unary request takes more time.")
 	fs.DurationVar(&c.experimentalWarningUnaryRequestDur, "experimental-warning-unary-request-duration", 0, "Time duration after which a warning is generated if a unary request takes more time. Deprecated in v3.6 and will be decommissioned in v3.7. Use --warning-unary-request-duration instead.")
 	fs.StringVar(&c.discoveryFallback, "discovery-fallback", "exit", `Valid values include ["exit" "proxy"]`)
@@ -185,7 +183,6 @@ func addCompatFlags(fs *pflag.FlagSet, c *compatFlags) {
 	// Accepted, no effect (noEffectFlags), with etcd's defaults.
 	fs.String("backend-bbolt-freelist-type", "", "BackendFreelistType specifies the type of freelist that boltdb backend uses(array and map are supported types)")
 	fs.UintVar(&c.bootstrapDefragThresholdMB, "bootstrap-defrag-threshold-megabytes", 0, "Enable the defrag during etcd server bootstrap on condition that it will free at least the provided threshold of disk space. Needs to be set to non-zero value to take effect.")
-	fs.Duration("corrupt-check-time", 0, "Duration of time between cluster corruption check passes.")
 	fs.Bool("enable-distributed-tracing", false, "Enable distributed tracing using OpenTelemetry Tracing.")
 	fs.String("distributed-tracing-address", "localhost:4317", "Address for distributed tracing used for OpenTelemetry Tracing (if enabled with enable-distributed-tracing flag).")
 	fs.String("distributed-tracing-service-name", "etcd", "Configures service name for distributed tracing to be used to define service name for OpenTelemetry Tracing (if enabled with enable-distributed-tracing flag). 'etcd' is the default service name. Use the same service name for all instances of etcd.")

@@ -196,6 +196,18 @@ type Config struct {
 	// defragmented when that much space or more would be freed (0: never).
 	BootstrapDefragThresholdMegabytes uint
 
+	// InitialCorruptCheck is etcd's feature gate of that name: a member
+	// that has data compares its hash with its peers' before it starts
+	// (corrupt.go). CorruptCheckTime is --corrupt-check-time: how often
+	// the leader compares the members' hashes (0: never).
+	// CompactHashCheck is the feature gate of that name, and
+	// CompactHashCheckTime (--compact-hash-check-time, default 1 minute)
+	// how often the leader compares the hashes of the last compactions.
+	InitialCorruptCheck  bool
+	CorruptCheckTime     time.Duration
+	CompactHashCheck     bool
+	CompactHashCheckTime time.Duration
+
 	// reqTimeout replaces etcd's request timeout (tests).
 	reqTimeout time.Duration
 	// serviceRegister adds gRPC services to the client server (tests).
@@ -226,6 +238,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DowngradeCheckTime == 0 {
 		c.DowngradeCheckTime = DefaultDowngradeCheckTime
+	}
+	if c.CompactHashCheckTime <= 0 {
+		c.CompactHashCheckTime = time.Minute
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 100 * time.Millisecond
@@ -339,6 +354,8 @@ type Server struct {
 	reportc       chan func()          // transport reports, run on the raft loop
 	snapc         chan *raftpb.Message // MsgSnaps for the apply goroutine to send
 	leaderStreams leaderStreams
+
+	corrupt corruptChecker // the compaction hash check's progress
 
 	applyc chan applyJob // committed entries, from the raft loop to applyLoop
 
@@ -473,6 +490,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	// etcd's embed runs the initial check after the server is made and
+	// before it starts raft or serves peers and clients; a new member has
+	// nothing to compare.
+	if cfg.InitialCorruptCheck && !eng.Bootstrapped() {
+		if err := s.initialCorruptCheck(); err != nil {
+			s.log.Error("checkInitialHashKV failed", "error", err)
+			tokens.Disable()
+			_ = eng.Close()
+			return nil, err
+		}
+	}
 	rc := &raft.Config{
 		ID:                        eng.ID(),
 		ElectionTick:              cfg.ElectionTicks,
@@ -516,6 +544,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AutoCompaction.enabled() {
 		s.wg.Add(1)
 		go s.compactorLoop()
+	}
+	if cfg.CorruptCheckTime > 0 {
+		s.wg.Add(1)
+		go s.monitorKVHash()
+	}
+	if cfg.CompactHashCheck {
+		s.wg.Add(1)
+		go s.monitorCompactHash()
 	}
 	s.wg.Add(7)
 	go s.versionLoop()
