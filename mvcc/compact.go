@@ -424,6 +424,7 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 	}
 	if s.opts.OnCompact != nil {
 		stats.Total = time.Since(start)
+		stats.Revision, stats.Hash = rev, h.sum().Hash
 		s.opts.OnCompact(stats)
 	}
 	if storeHash {

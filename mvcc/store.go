@@ -45,9 +45,11 @@ type Options struct {
 // time each batch held the writers (its write and, for the last, the
 // commit), and the whole time, pauses between batches included.
 type CompactStats struct {
-	Keys   int
-	Pauses []time.Duration
-	Total  time.Duration
+	Revision int64 // the compaction's revision
+	Hash     uint32
+	Keys     int
+	Pauses   []time.Duration
+	Total    time.Duration
 }
 
 func (o Options) withDefaults() Options {

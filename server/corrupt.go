@@ -244,10 +244,10 @@ func (s *Server) periodicCorruptCheck() error {
 // (all peers agree, or a mismatch is alarmed).
 func (s *Server) compactHashCheck() {
 	s.log.Info("starting compact hash check", "local-member-id", fmt.Sprintf("%x", s.ID()), "timeout", s.requestTimeout().String())
-	for i, h := range s.uncheckedCompactHashes() {
+	hashes := s.uncheckedCompactHashes()
+	for i, h := range hashes {
 		peers := s.peerHashKVs(h.Revision)
 		if len(peers) == 0 {
-			s.log.Warn("skipped revision in compaction hash check; no peers found", "revision", h.Revision, "compact-revision", h.CompactRevision)
 			continue
 		}
 		if s.checkPeerHashes(h, peers) {
@@ -256,7 +256,7 @@ func (s *Server) compactHashCheck() {
 		}
 		s.log.Warn("skipped revision in compaction hash check; was not able to check all peers", "number-of-peers-checked", len(peers), "revision", h.Revision, "compact-revision", h.CompactRevision)
 	}
-	s.log.Info("finished compaction hash check", "number-of-hashes-checked", 0)
+	s.log.Info("finished compaction hash check", "number-of-hashes-checked", len(hashes))
 }
 
 // uncheckedCompactHashes are the store's compaction hashes newer than the

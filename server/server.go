@@ -445,7 +445,12 @@ func New(cfg Config) (*Server, error) {
 	cfg.Engine.OnApply = met.observeApply
 	cfg.Engine.OnWALSync = met.observeWALSync
 	cfg.Engine.MVCC.Backend.OnCommit = met.observeCommit
-	cfg.Engine.MVCC.OnCompact = met.observeCompact
+	logger := cfg.Logger
+	cfg.Engine.MVCC.OnCompact = func(c mvcc.CompactStats) {
+		met.observeCompact(c)
+		logger.Info("finished scheduled compaction", "compact-revision", c.Revision, "took", c.Total.String(),
+			"number-of-keys-compacted", c.Keys, "hash", c.Hash)
+	}
 	cfg.Engine.OnSnapSave = func(d time.Duration) { met.snapSave.Observe(d.Seconds()) }
 	eng, err := engine.Open(cfg.Engine)
 	if err != nil {
