@@ -422,14 +422,15 @@ func (s *Store) physicalCompact(rev, prev int64, keep, extra map[Revision]struct
 			}
 		}
 	}
+	sum := h.sum()
 	if s.opts.OnCompact != nil {
 		stats.Total = time.Since(start)
-		stats.Revision, stats.Hash = rev, h.sum().Hash
+		stats.Revision, stats.Hash = rev, sum.Hash
 		s.opts.OnCompact(stats)
 	}
 	if storeHash {
 		s.mu.Lock()
-		s.hashes = append(s.hashes, h.sum())
+		s.hashes = append(s.hashes, sum)
 		sort.Slice(s.hashes, func(i, j int) bool { return s.hashes[i].Revision < s.hashes[j].Revision })
 		if len(s.hashes) > hashStorageMaxSize {
 			s.hashes = s.hashes[len(s.hashes)-hashStorageMaxSize:]

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -60,7 +59,7 @@ type corruptChecker struct {
 	latestRevisionChecked int64
 }
 
-// errFutureRev and errCompactedRev are what a peer's 400 answer maps to
+// errPeerFutureRev and errPeerCompacted are what a peer's 400 answer maps to
 // (etcd's rpctypes.ErrFutureRev and ErrCompacted).
 var (
 	errPeerFutureRev = errors.New("etcdserver: mvcc: required revision is a future revision")
@@ -82,17 +81,11 @@ func hashKVByRev(ctx context.Context, cid uint64, client *http.Client, url strin
 	req.Header.Set("X-Etcd-Cluster-ID", fmt.Sprintf("%x", cid))
 	c := *client
 	c.Timeout = 0 // ctx bounds it
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := c.Do(req)
+	status, b, err := peerDo(&c, req)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusBadRequest:
 		if strings.Contains(string(b), mvcc.ErrCompacted.Error()) {
 			return nil, errPeerCompacted
@@ -105,7 +98,7 @@ func hashKVByRev(ctx context.Context, cid uint64, client *http.Client, url strin
 			return nil, transport.ErrClusterIDMismatch
 		}
 	}
-	if resp.StatusCode != http.StatusOK {
+	if status != http.StatusOK {
 		return nil, fmt.Errorf("unknown error: %s", b)
 	}
 	var out pb.HashKVResponse
@@ -343,16 +336,9 @@ func (s *Server) triggerCorruptAlarm(id uint64) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		ctx, cancel := context.WithCancel(withRoot(context.Background()))
-		defer cancel()
-		go func() {
-			select {
-			case <-s.stopc:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		if _, err := s.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
+		// propose gives up when the member stops, and its waiter expires
+		// after the request timeout.
+		if _, err := s.propose(withRoot(context.Background()), &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
 			Action: pb.AlarmRequest_ACTIVATE, MemberID: id, Alarm: pb.AlarmType_CORRUPT}}); err != nil {
 			s.log.Warn("failed to raise the CORRUPT alarm", "member-id", fmt.Sprintf("%x", id), "error", err)
 		}

@@ -86,14 +86,22 @@ func peerGet(ctx context.Context, client *http.Client, addr string) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
+	_, b, err := peerDo(client, req)
+	return b, err
+}
+
+// peerDo sends req to a peer without following redirects (etcd's peer
+// clients use the last response) and reads at most 1 MiB of the answer.
+func peerDo(client *http.Client, req *http.Request) (status int, body []byte, err error) {
 	c := *client
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, body, err
 }
 
 // minimalServerVersion is etcd's membersMinimalServerVersion: the lowest
